@@ -1,0 +1,161 @@
+"""Configuration classes, chosen by the SERVICE_ENV environment variable."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+
+def _bool(value: str) -> bool:
+    """Read a yes/no environment value."""
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+# Every setting the environment may override, with the type it is read as.
+ENVIRONMENT_SETTINGS: dict[str, type] = {
+    "SECRET_KEY": str,
+    "CLINIC_INBOX": str,
+    "CLINIC_NAME": str,
+    "CLINIC_TIMEZONE": str,
+    "MAIL_SERVER": str,
+    "MAIL_PORT": int,
+    "MAIL_USE_TLS": bool,
+    "MAIL_USE_SSL": bool,
+    "MAIL_USERNAME": str,
+    "MAIL_PASSWORD": str,
+    "MAIL_DEFAULT_SENDER": str,
+    "MAIL_TIMEOUT": float,
+    "MAIL_TLS_CA_FILE": str,
+    "DATABASE_URL": str,
+    "AUTO_MIGRATE": bool,
+    "PHONE_DEFAULT_REGION": str,
+    "CAPTCHA_PROVIDER": str,
+    "ALTCHA_COST": int,
+    "ALTCHA_EXPIRES_SECONDS": int,
+    "DELIVERY_WORKER": str,
+    "OUTBOX_POLL_SECONDS": float,
+    "OUTBOX_BATCH_SIZE": int,
+    "OUTBOX_LEASE_SECONDS": int,
+    "OUTBOX_RETRY_BASE_SECONDS": int,
+    "OUTBOX_RETRY_MAX_SECONDS": int,
+    "OUTBOX_GIVE_UP_SECONDS": int,
+    "RETENTION_DAYS": int,
+    "LOG_LEVEL": str,
+}
+
+
+def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Return the settings present in the environment, converted to their types."""
+    settings: dict[str, Any] = {}
+    for name, kind in ENVIRONMENT_SETTINGS.items():
+        raw = environ.get(name)
+        if raw is None or raw == "":
+            continue
+        if kind is bool:
+            settings[name] = _bool(raw)
+        else:
+            try:
+                settings[name] = kind(raw)
+            except ValueError:
+                raise ConfigurationError(f"{name} must be a {kind.__name__}, not {raw!r}.") from None
+    return settings
+
+
+class ConfigurationError(RuntimeError):
+    """Raised when the service cannot start with the configuration it was given."""
+
+
+class Config:
+    """Defaults shared by every environment; nothing secret lives here."""
+
+    REQUIRED: tuple[str, ...] = ()
+
+    CLINIC_INBOX = ""
+    CLINIC_NAME = "the clinic"
+    CLINIC_TIMEZONE = "UTC"
+    MAIL_SERVER = ""
+    MAIL_PORT = 25
+    MAIL_USE_TLS = False
+    MAIL_USE_SSL = False
+    MAIL_USERNAME = None
+    MAIL_PASSWORD = None
+    MAIL_DEFAULT_SENDER = None
+    MAIL_TIMEOUT = 30.0
+    MAIL_TLS_CA_FILE = None
+    # Start a local mail catcher that saves each email as an .eml file when no MAIL_SERVER is set.
+    MAIL_CATCHER = False
+
+    DATABASE_URL = None  # None: an SQLite file in the instance folder
+    AUTO_MIGRATE = None  # None: migrate on start-up for SQLite only
+
+    PHONE_DEFAULT_REGION = "AU"
+    CAPTCHA_PROVIDER = "altcha"
+    ALTCHA_COST = 5000
+    ALTCHA_EXPIRES_SECONDS = 600
+
+    DELIVERY_WORKER = "embedded"
+    OUTBOX_POLL_SECONDS = 5.0
+    OUTBOX_BATCH_SIZE = 20
+    OUTBOX_LEASE_SECONDS = 600
+    OUTBOX_RETRY_BASE_SECONDS = 30
+    OUTBOX_RETRY_MAX_SECONDS = 3600
+    OUTBOX_GIVE_UP_SECONDS = 5 * 24 * 3600
+    RETENTION_DAYS = 30
+
+    LOG_LEVEL = "INFO"
+    WTF_CSRF_TIME_LIMIT = 6 * 3600
+    MAX_CONTENT_LENGTH = 64 * 1024
+
+    @classmethod
+    def check(cls, config: Mapping[str, Any]) -> None:
+        """Stop start-up, naming the variable, when a required setting is missing."""
+        for name in cls.REQUIRED:
+            if not config.get(name):
+                raise ConfigurationError(
+                    f"{name} is not set: set the {name} environment variable before starting the service."
+                )
+
+
+class DevelopmentConfig(Config):
+    """A laptop with nothing configured: SQLite, ALTCHA and a local mail catcher."""
+
+    MAIL_CATCHER = True
+    CLINIC_INBOX = "front-desk@clinic.example"
+    MAIL_DEFAULT_SENDER = "Contact form <forms@clinic.example>"
+
+
+class TestingConfig(Config):
+    """The test suite: each test supplies its store and its SMTP server."""
+
+    TESTING = True
+    DELIVERY_WORKER = "external"
+    CLINIC_INBOX = "front-desk@clinic.example"
+    MAIL_DEFAULT_SENDER = "Contact form <forms@clinic.example>"
+    MAIL_TIMEOUT = 5.0
+    ALTCHA_COST = 50
+
+
+class ProductionConfig(Config):
+    """A real deployment: secrets and the mail route must come from the environment."""
+
+    REQUIRED = ("SECRET_KEY", "CLINIC_INBOX", "MAIL_SERVER", "MAIL_DEFAULT_SENDER")
+    SESSION_COOKIE_SECURE = True
+
+
+CONFIGS: dict[str, type[Config]] = {
+    "development": DevelopmentConfig,
+    "testing": TestingConfig,
+    "production": ProductionConfig,
+}
+
+
+def config_class(environ: Mapping[str, str] = os.environ) -> type[Config]:
+    """Pick the configuration class named by SERVICE_ENV (default: development)."""
+    name = environ.get("SERVICE_ENV", "development").strip().lower() or "development"
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise ConfigurationError(
+            f"SERVICE_ENV must be one of {', '.join(CONFIGS)}, not {name!r}."
+        ) from None

@@ -1,0 +1,62 @@
+"""Error handlers: JSON for API clients, a page for people; never a bare 500."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from .logs import frames
+
+logger = logging.getLogger(__name__)
+
+MESSAGES = {
+    400: "The request could not be understood.",
+    404: "There is nothing at this address.",
+    405: "This address does not accept that method.",
+    413: "The message is too large. Please shorten it and try again.",
+    415: "This kind of request body is not accepted here.",
+    500: "Something went wrong on our side. Your message was not sent; please try again or call the clinic.",
+}
+
+
+def wants_json() -> bool:
+    """True for API routes and clients that prefer JSON."""
+    if request.path.startswith("/api/"):
+        return True
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+
+
+def handle_http_error(error: HTTPException) -> tuple[object, int]:
+    """Answer an HTTP error in the client's language."""
+    code = error.code or 500
+    default = MESSAGES.get(code, error.name)
+    message = error.description if error.description != type(error).description else default
+    if wants_json():
+        return {"error": message}, code
+    return render_template("error.html", title=error.name, message=message), code
+
+
+def handle_csrf_error(error: CSRFError) -> tuple[object, int]:
+    """The form's token is missing or stale: ask the visitor to reload rather than lose their words."""
+    logger.info("CSRF check failed: %s", error.description)
+    message = "This form has expired. Please reload the page and send your message again."
+    if wants_json():
+        return {"error": message}, 400
+    return render_template("error.html", title="Please reload the form", message=message), 400
+
+
+def handle_unexpected_error(error: Exception) -> tuple[object, int]:
+    """Log the failure by type only (its message may hold personal data) and answer 500."""
+    logger.error("unhandled error on %s %s: %s", request.method, request.path, frames(error))
+    return handle_http_error(InternalServerError())
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Install the handlers."""
+    app.register_error_handler(CSRFError, handle_csrf_error)
+    app.register_error_handler(HTTPException, handle_http_error)
+    app.register_error_handler(Exception, handle_unexpected_error)

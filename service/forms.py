@@ -1,0 +1,71 @@
+"""The enquiry form: one class validates the HTML page and the JSON API alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+from flask_wtf import FlaskForm
+from wtforms import Field, HiddenField, StringField, TextAreaField
+from wtforms.validators import ValidationError
+
+from . import captcha, validation
+from .extensions import store
+from .validation import FieldError
+
+FIELDS = ("name", "email", "phone", "message")
+
+
+def _checked(check: Any, field: Field, *args: Any) -> Any:
+    """Run a validation check, turning its FieldError into WTForms' ValidationError."""
+    try:
+        return check(field.data, *args)
+    except FieldError as error:
+        raise ValidationError(str(error)) from None
+
+
+class EnquiryForm(FlaskForm):
+    """Name, email, phone, message and the captcha; cleaned values land in `cleaned`."""
+
+    name = StringField("Name")
+    email = StringField("Email")
+    phone = StringField("Phone number")
+    message = TextAreaField("Message")
+    altcha = HiddenField("Captcha")
+    page = HiddenField()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cleaned: dict[str, Any] = {}
+        self.solution: captcha.Solution | None = None
+
+    def validate_name(self, field: Field) -> None:
+        """Require a plain, short name."""
+        self.cleaned["name"] = _checked(validation.clean_name, field)
+
+    def validate_email(self, field: Field) -> None:
+        """Require a well-formed address and keep its normalised form."""
+        self.cleaned["email"] = _checked(validation.clean_email, field)
+
+    def validate_phone(self, field: Field) -> None:
+        """Require a valid number and keep it in E.164."""
+        region = current_app.config["PHONE_DEFAULT_REGION"]
+        self.cleaned["phone"] = _checked(validation.clean_phone, field, region).e164
+
+    def validate_message(self, field: Field) -> None:
+        """Require a message of reasonable length."""
+        self.cleaned["message"] = _checked(validation.clean_message, field)
+
+    def validate_altcha(self, field: Field) -> None:
+        """Require a captcha solution that verifies and has not been used before."""
+        solution = captcha.verify(field.data)
+        if solution is None:
+            raise ValidationError(validation.CAPTCHA_FAILED)
+        with store.session() as session:
+            if captcha.already_used(session, solution):
+                raise ValidationError(validation.CAPTCHA_FAILED)
+        self.solution = solution
+
+    def validate_page(self, field: Field) -> None:
+        """Keep the page the form was on, if it is a plain URL; never an error."""
+        self.cleaned["page_url"] = validation.clean_page_url(field.data)

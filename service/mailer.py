@@ -1,0 +1,133 @@
+"""The email to the clinic: building it from an enquiry and handing it to SMTP through Flask-Mail."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from flask import current_app, render_template
+from flask_mail import Connection, Message
+
+from .models import Enquiry
+from .validation import format_phone
+
+
+def recipients() -> list[str]:
+    """The clinic's inbox addresses, from CLINIC_INBOX."""
+    return [a.strip() for a in current_app.config["CLINIC_INBOX"].split(",") if a.strip()]
+
+
+def build_message(enquiry: Enquiry) -> Message:
+    """Build the clinic's email for an enquiry; only Reply-To and Subject carry its data."""
+    config = current_app.config
+    received = enquiry.created_at.astimezone(ZoneInfo(config["CLINIC_TIMEZONE"]))
+    context = {
+        "enquiry": enquiry,
+        "phone_readable": format_phone(enquiry.phone or ""),
+        "received": received.strftime("%A %d %B %Y, %H:%M %Z (UTC%z)"),
+        "clinic_name": config["CLINIC_NAME"],
+    }
+    message = Message(
+        subject=f"New enquiry from {enquiry.name}",
+        recipients=recipients(),
+        sender=config["MAIL_DEFAULT_SENDER"],
+        reply_to=(enquiry.name or "", enquiry.email or ""),
+        body=render_template("email/enquiry.txt", **context),
+        html=render_template("email/enquiry.html", **context),
+        date=received.timestamp(),
+        extra_headers={"Auto-Submitted": "auto-generated", "X-Enquiry-ID": enquiry.id},
+    )
+    message.msgId = enquiry.message_id
+    return message
+
+
+class SMTPConnection(Connection):
+    """Flask-Mail's connection with a timeout on every operation and verified TLS."""
+
+    def configure_host(self) -> smtplib.SMTP:
+        """Connect, secure and log in, each step bounded by MAIL_TIMEOUT."""
+        config = current_app.config
+        timeout = float(config["MAIL_TIMEOUT"])
+        context = tls_context()
+        host: smtplib.SMTP
+        if self.mail.use_ssl:
+            host = smtplib.SMTP_SSL(self.mail.server, self.mail.port, timeout=timeout, context=context)
+        else:
+            host = smtplib.SMTP(self.mail.server, self.mail.port, timeout=timeout)
+        try:
+            if self.mail.use_tls:
+                host.starttls(context=context)
+            if self.mail.username and self.mail.password:
+                host.login(self.mail.username, self.mail.password)
+        except BaseException:
+            host.close()
+            raise
+        return host
+
+    def close(self) -> None:
+        """Say goodbye if the server is still listening; drop the socket either way."""
+        if self.host is None:
+            return
+        try:
+            self.host.quit()
+        except (smtplib.SMTPException, OSError):
+            self.host.close()
+        self.host = None
+
+
+def tls_context() -> ssl.SSLContext:
+    """A context that verifies the server's certificate (optionally against MAIL_TLS_CA_FILE)."""
+    return ssl.create_default_context(cafile=current_app.config.get("MAIL_TLS_CA_FILE") or None)
+
+
+def connect() -> SMTPConnection:
+    """Open an SMTP connection with the app's mail settings."""
+    connection = SMTPConnection(current_app.extensions["mail"])
+    connection.host = connection.configure_host()
+    connection.num_emails = 0
+    return connection
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How a delivery attempt failed, in words fit for a log (no personal data)."""
+
+    permanent: bool
+    reason: str
+
+
+def classify(error: BaseException) -> Failure:
+    """Sort an SMTP error into transient (retry later) or permanent (a dead letter)."""
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        codes = sorted({code for code, _ in error.recipients.values()})
+        permanent = any(code >= 500 for code in codes)
+        return Failure(permanent, f"recipients refused: {', '.join(map(str, codes))}")
+    if isinstance(error, smtplib.SMTPAuthenticationError):
+        return Failure(True, f"authentication rejected: {error.smtp_code}")
+    if isinstance(error, smtplib.SMTPResponseException):
+        reply = _reply_text(error.smtp_error)
+        return Failure(error.smtp_code >= 500, f"{error.smtp_code} {reply}".strip())
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return Failure(False, f"TLS certificate rejected: {error.verify_message}")
+    if isinstance(error, ssl.SSLError):
+        return Failure(False, f"TLS error: {error.reason or type(error).__name__}")
+    if isinstance(error, (TimeoutError, socket.timeout)):
+        return Failure(False, "timed out")
+    if isinstance(error, socket.gaierror):
+        return Failure(False, "mail server name did not resolve")
+    if isinstance(error, smtplib.SMTPNotSupportedError):
+        return Failure(False, "server does not support a required extension (STARTTLS or AUTH)")
+    if isinstance(error, (smtplib.SMTPException, OSError)):
+        return Failure(False, type(error).__name__)
+    return Failure(False, f"unexpected {type(error).__name__}")
+
+
+def _reply_text(raw: bytes | str) -> str:
+    # The server's own words are ours to log only up to a point: they may echo an address.
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    text = " ".join(text.split())
+    return text[:120] if "@" not in text else text.split(" ")[0]

@@ -1,0 +1,1 @@
+"""HTTP routes: the form page, the JSON API and the health check."""

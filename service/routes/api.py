@@ -1,0 +1,53 @@
+"""The JSON API for sites that render their own form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, current_app, request
+from werkzeug.datastructures import MultiDict
+
+from .. import enquiries
+from ..forms import EnquiryForm
+from ..validation import CAPTCHA_FAILED
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+ACCEPTED_KEYS = ("name", "email", "phone", "message", "altcha", "page")
+NOT_AN_OBJECT = (
+    "The request body must be a JSON object with the fields name, email, phone, message and altcha."
+)
+
+
+def _as_text(value: Any) -> str:
+    # Numbers are fine (a phone number sent as 0412345678); lists, objects and null count as missing.
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return ""
+
+
+@bp.post("/enquiries")
+def create_enquiry() -> tuple[dict, int]:
+    """Validate and store an enquiry sent as JSON; 202 once it is safely queued."""
+    if not request.is_json:
+        abort(415, description="Send the enquiry as JSON, with Content-Type: application/json.")
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        abort(400, description=NOT_AN_OBJECT)
+    formdata = MultiDict({key: _as_text(data[key]) for key in ACCEPTED_KEYS if key in data})
+    if "page" not in formdata and request.referrer:
+        formdata["page"] = request.referrer
+    form = EnquiryForm(formdata=formdata, meta={"csrf": False})
+    if form.validate():
+        try:
+            enquiry = enquiries.accept(form.cleaned, form.solution)
+        except enquiries.CaptchaReplayed:
+            form.altcha.errors = [CAPTCHA_FAILED]
+        else:
+            current_app.extensions["outbox_notify"]()
+            current_app.logger.info("enquiry %s accepted from the API", enquiry.id)
+            return {"id": enquiry.id, "status": "queued"}, 202
+    errors = {name: list(field.errors) for name, field in form._fields.items() if field.errors}
+    return {"errors": errors}, 422

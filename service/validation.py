@@ -1,0 +1,124 @@
+"""Field checks with the exact texts the visitor sees; pure functions, no Flask."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+INVALID_EMAIL = "Invalid Email"
+INVALID_NUMBER = "Invalid Number"
+CAPTCHA_FAILED = "Please check the captcha to verify you are not a robot."
+NAME_REQUIRED = "Please enter your name."
+NAME_TOO_LONG = "Please shorten your name to 100 characters or fewer."
+NAME_NOT_PLAIN = "Please enter your name as plain text, on one line."
+MESSAGE_REQUIRED = "Please enter a message."
+MESSAGE_TOO_LONG = "Please shorten your message to 5,000 characters or fewer."
+MESSAGE_NOT_PLAIN = "Please remove the control characters from your message."
+
+NAME_MAX = 100
+MESSAGE_MAX = 5000
+PAGE_URL_MAX = 2000
+
+# An RFC 2047 encoded word: a mail client would decode it, so it has no place in a name.
+_ENCODED_WORD = re.compile(r"=\?[^?]*\?[bqBQ]\?", re.ASCII)
+_MESSAGE_ALLOWED_CONTROLS = frozenset({"\n", "\t"})
+
+
+class FieldError(ValueError):
+    """A value the visitor must correct; str(error) is the text shown to them."""
+
+
+def _has_control(value: str, allowed: frozenset[str] = frozenset()) -> bool:
+    # Cc (NUL, CR, LF and the other controls) and Zl/Zp (U+2028, U+2029): line breaks in all
+    # their forms. Format characters (Cf) stay allowed: ZWNJ and ZWJ belong in names and emoji.
+    return any(
+        unicodedata.category(ch) in {"Cc", "Zl", "Zp"} and ch not in allowed for ch in value
+    )
+
+
+def clean_name(value: str | None) -> str:
+    """Return the trimmed name, or raise FieldError."""
+    name = (value or "").strip()
+    if not name:
+        raise FieldError(NAME_REQUIRED)
+    if _has_control(name) or _ENCODED_WORD.search(name):
+        raise FieldError(NAME_NOT_PLAIN)
+    if len(name) > NAME_MAX:
+        raise FieldError(NAME_TOO_LONG)
+    return name
+
+
+def clean_email(value: str | None) -> str:
+    """Return the normalised address, or raise FieldError("Invalid Email")."""
+    address = (value or "").strip()
+    if not address or _has_control(address) or _ENCODED_WORD.search(address):
+        raise FieldError(INVALID_EMAIL)
+    try:
+        # No DNS: the form must work without network, and fast.
+        result = validate_email(address, check_deliverability=False)
+    except EmailNotValidError:
+        raise FieldError(INVALID_EMAIL) from None
+    return result.normalized
+
+
+@dataclass(frozen=True)
+class Phone:
+    """A valid phone number in the forms the clinic needs."""
+
+    e164: str
+    international: str
+
+
+def clean_phone(value: str | None, default_region: str) -> Phone:
+    """Return the number if phonenumbers says it is valid, or raise FieldError("Invalid Number")."""
+    raw = (value or "").strip()
+    if not raw or len(raw) > 40 or _has_control(raw):
+        raise FieldError(INVALID_NUMBER)
+    try:
+        number = phonenumbers.parse(raw, default_region)
+    except phonenumbers.NumberParseException:
+        raise FieldError(INVALID_NUMBER) from None
+    if not phonenumbers.is_valid_number(number):
+        raise FieldError(INVALID_NUMBER)
+    return Phone(
+        e164=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+        international=phonenumbers.format_number(
+            number, phonenumbers.PhoneNumberFormat.INTERNATIONAL
+        ),
+    )
+
+
+def format_phone(e164: str) -> str:
+    """Render a stored E.164 number in readable international form."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return e164
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
+def clean_message(value: str | None) -> str:
+    """Return the message with normalised line ends, or raise FieldError."""
+    message = (value or "").replace("\r\n", "\n").replace("\r", "\n")
+    message = message.replace("\u2028", "\n").replace("\u2029", "\n\n").strip()
+    if not message:
+        raise FieldError(MESSAGE_REQUIRED)
+    if _has_control(message, _MESSAGE_ALLOWED_CONTROLS):
+        raise FieldError(MESSAGE_NOT_PLAIN)
+    if len(message) > MESSAGE_MAX:
+        raise FieldError(MESSAGE_TOO_LONG)
+    return message
+
+
+def clean_page_url(value: str | None) -> str | None:
+    """Return the page the form was on if it is a plain http(s) URL, else None."""
+    url = (value or "").strip()
+    if not url or len(url) > PAGE_URL_MAX or _has_control(url):
+        return None
+    if not re.match(r"^https?://[^\s/]+", url, re.IGNORECASE):
+        return None
+    return url

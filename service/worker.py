@@ -1,0 +1,109 @@
+"""The delivery worker: a loop over the outbox, run in the web process or on its own."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from datetime import timedelta
+
+from flask import Flask
+
+from . import captcha, outbox
+from .extensions import store
+
+logger = logging.getLogger(__name__)
+
+PURGE_EVERY_SECONDS = 24 * 3600
+
+
+class Worker:
+    """Delivers due enquiries until stopped; wakes early when told an enquiry arrived."""
+
+    def __init__(self, app: Flask, name: str = "worker") -> None:
+        self.app = app
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{name}:{uuid.uuid4().hex[:6]}"
+        self.stopping = threading.Event()
+        self._wake = threading.Event()
+        self._last_housekeeping = 0.0
+
+    def wake(self) -> None:
+        """Ask the worker to look at the outbox now rather than at its next poll."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finish the message in flight, give back the rest of the batch, and return from run()."""
+        self.stopping.set()
+        self._wake.set()
+
+    def run_once(self) -> int:
+        """Deliver every due enquiry, batch after batch; return how many were sent."""
+        total = 0
+        with self.app.app_context():
+            self._housekeeping()
+            while not self.stopping.is_set():
+                sent = outbox.deliver(self.id, self.stopping.is_set)
+                total += sent
+                if sent == 0 and not self._more_due():
+                    break
+        return total
+
+    def run(self) -> None:
+        """Poll the outbox until stop() is called; errors are logged and retried, never fatal."""
+        poll = float(self.app.config["OUTBOX_POLL_SECONDS"])
+        logger.info("delivery worker %s started", self.id)
+        while not self.stopping.is_set():
+            self._wake.clear()
+            try:
+                self.run_once()
+            except Exception as error:  # The store may be briefly unreachable: keep going.
+                logger.error("delivery worker error: %s", type(error).__name__)
+            self._wake.wait(poll)
+        logger.info("delivery worker %s stopped", self.id)
+
+    def _more_due(self) -> bool:
+        return outbox.claimable_count() > 0
+
+    def _housekeeping(self) -> None:
+        # Once a day: the retention purge and the expired captcha records.
+        if time.monotonic() - self._last_housekeeping < PURGE_EVERY_SECONDS and self._last_housekeeping:
+            return
+        self._last_housekeeping = time.monotonic()
+        outbox.purge(timedelta(days=self.app.config["RETENTION_DAYS"]))
+        with store.transaction() as session:
+            captcha.forget_expired(session)
+
+
+class EmbeddedWorker:
+    """A worker thread inside the web process, restarted after a fork."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.worker: Worker | None = None
+        self.thread: threading.Thread | None = None
+        self.pid = 0
+
+    def ensure_running(self) -> None:
+        """Start the thread if this process has none (first call, or after a fork)."""
+        if self.pid == os.getpid() and self.thread is not None and self.thread.is_alive():
+            return
+        self.pid = os.getpid()
+        self.worker = Worker(self.app, "embedded")
+        self.thread = threading.Thread(target=self.worker.run, name="delivery-worker", daemon=True)
+        self.thread.start()
+
+    def wake(self) -> None:
+        """Tell the thread an enquiry is waiting."""
+        self.ensure_running()
+        if self.worker is not None:
+            self.worker.wake()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the thread after its message in flight."""
+        if self.worker is not None and self.pid == os.getpid():
+            self.worker.stop()
+            if self.thread is not None:
+                self.thread.join(timeout)
