@@ -87,8 +87,10 @@ def consume(session: Session, solution: Solution) -> bool:
         insert(table)
         .values(key=solution.key, expires_at=solution.expires_at)
         .on_conflict_do_nothing(index_elements=["key"])
+        .returning(table.c.key)
     )
-    return session.execute(statement).rowcount == 1
+    # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
+    return session.execute(statement).scalar() is not None
 
 
 def forget_expired(session: Session, now: datetime | None = None) -> int:

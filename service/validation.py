@@ -42,11 +42,12 @@ def _has_control(value: str, allowed: frozenset[str] = frozenset()) -> bool:
 
 def clean_name(value: str | None) -> str:
     """Return the trimmed name, or raise FieldError."""
-    name = (value or "").strip()
-    if not name:
-        raise FieldError(NAME_REQUIRED)
+    name = (value or "").strip(" \t")
     if _has_control(name) or _ENCODED_WORD.search(name):
         raise FieldError(NAME_NOT_PLAIN)
+    name = name.strip()
+    if not name:
+        raise FieldError(NAME_REQUIRED)
     if len(name) > NAME_MAX:
         raise FieldError(NAME_TOO_LONG)
     return name
@@ -54,7 +55,7 @@ def clean_name(value: str | None) -> str:
 
 def clean_email(value: str | None) -> str:
     """Return the normalised address, or raise FieldError("Invalid Email")."""
-    address = (value or "").strip()
+    address = (value or "").strip(" \t")
     if not address or _has_control(address) or _ENCODED_WORD.search(address):
         raise FieldError(INVALID_EMAIL)
     try:
@@ -75,7 +76,7 @@ class Phone:
 
 def clean_phone(value: str | None, default_region: str) -> Phone:
     """Return the number if phonenumbers says it is valid, or raise FieldError("Invalid Number")."""
-    raw = (value or "").strip()
+    raw = (value or "").strip(" \t")
     if not raw or len(raw) > 40 or _has_control(raw):
         raise FieldError(INVALID_NUMBER)
     try:

@@ -1,0 +1,114 @@
+"""Delivery to the clinic's inbox through a real SMTP server: headers, both parts, escaping, once each."""
+
+import time
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from service import outbox
+from service.models import Enquiry
+from tests.conftest import VALID, deliver_all, solve_captcha
+from tests.smtp_server import SMTPTestServer
+
+
+def enqueue(client: FlaskClient, **overrides: str) -> str:
+    response = client.post("/api/enquiries", json={**VALID, **overrides, "altcha": solve_captcha(client)})
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()["id"]
+
+
+def test_email_reaches_the_inbox_with_the_right_headers(app: Flask, client: FlaskClient, smtp_server) -> None:
+    enquiry_id = enqueue(client, page="https://clinic.example/articles/sciatica")
+    assert deliver_all(app) == 1
+    [mail] = smtp_server.wait_for(1)
+    assert mail.rcpt_tos == ["front-desk@clinic.example"]
+    assert mail.mail_from == "forms@clinic.example"
+    assert mail.header("From") == "Contact form <forms@clinic.example>"
+    assert mail.header("To") == "front-desk@clinic.example"
+    assert mail.header("Reply-To") == "Jane Citizen <jane.citizen@example.com>"
+    assert mail.header("Subject") == "New enquiry from Jane Citizen"
+    assert mail.header("Message-ID") == f"<enquiry-{enquiry_id}@clinic.example>"
+    assert mail.header("Date")
+    text = mail.text
+    for expected in ("Jane Citizen", "jane.citizen@example.com", "+61 412 345 678", "+61412345678",
+                     "My lower back has been sore since Tuesday.\nCan I book for Friday?",
+                     "https://clinic.example/articles/sciatica", enquiry_id, "UTC"):
+        assert expected in text
+    assert 'href="tel:+61412345678"' in mail.html
+    assert 'href="mailto:jane.citizen@example.com"' in mail.html
+    assert "+61 412 345 678" in mail.html and enquiry_id in mail.html
+
+
+def test_received_time_is_in_the_clinic_time_zone(app: Flask, client: FlaskClient, smtp_server) -> None:
+    app.config["CLINIC_TIMEZONE"] = "Australia/Sydney"
+    enqueue(client)
+    deliver_all(app)
+    assert "AEDT" in smtp_server.wait_for(1)[0].text
+
+
+def test_several_inbox_addresses_each_get_it(app: Flask, client: FlaskClient, smtp_server) -> None:
+    app.config["CLINIC_INBOX"] = "front-desk@clinic.example, dr.lee@clinic.example"
+    enqueue(client)
+    deliver_all(app)
+    [mail] = smtp_server.wait_for(1)
+    assert sorted(mail.rcpt_tos) == ["dr.lee@clinic.example", "front-desk@clinic.example"]
+
+
+def test_user_input_is_escaped_in_html_and_kept_verbatim_in_text(app, client, smtp_server) -> None:
+    hostile = '<script>alert(1)</script> <a href="javascript:alert(2)">x</a> <img src="https://evil.example/t.png">'
+    enqueue(client, name="Zoë <b>O'Brien</b>", message=hostile)
+    deliver_all(app)
+    [mail] = smtp_server.wait_for(1)
+    assert "<script>" not in mail.html and "<img" not in mail.html and '<a href="javascript' not in mail.html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in mail.html
+    assert "&lt;b&gt;O&#39;Brien&lt;/b&gt;" in mail.html
+    assert hostile in mail.text
+    assert mail.header("Subject") == "New enquiry from Zoë <b>O'Brien</b>"
+    assert mail.header("Reply-To").endswith("<jane.citizen@example.com>")
+
+
+def test_smtp_down_at_submission_then_up_delivers_exactly_one(app: Flask, client: FlaskClient,
+                                                             smtp_server: SMTPTestServer) -> None:
+    smtp_server.refuse()
+    enquiry_id = enqueue(client)  # accepted although SMTP is down: the response never waits on it
+    assert deliver_all(app) == 0
+    with app.app_context():
+        assert outbox.status().counts["pending"] == 1
+    smtp_server.restore()
+    with app.app_context(), app.extensions["store"].sessions() as session:
+        session.get(Enquiry, enquiry_id).next_attempt_at = outbox.utcnow()  # skip the back-off wait
+        session.commit()
+    assert deliver_all(app) == 1
+    assert deliver_all(app) == 0
+    assert len(smtp_server.wait_for(1)) == 1
+    time.sleep(0.3)
+    assert len(smtp_server.messages) == 1
+    with app.app_context():
+        assert outbox.status().counts == {"pending": 0, "sending": 0, "sent": 1, "failed": 0}
+
+
+def test_embedded_worker_delivers_without_being_asked(app_config, smtp_server, monkeypatch) -> None:
+    from service import create_app
+
+    monkeypatch.setenv("SERVICE_ENV", "testing")
+    app = create_app({**app_config, "DELIVERY_WORKER": "embedded", "OUTBOX_POLL_SECONDS": 0.2})
+    try:
+        client = app.test_client()
+        enqueue(client)
+        enqueue(client)
+        assert len(smtp_server.wait_for(2)) == 2
+    finally:
+        app.extensions["embedded_worker"].stop(5)
+        app.extensions["store"].engine.dispose()
+
+
+def test_every_attempt_carries_the_same_message_id(app: Flask, client: FlaskClient, smtp_server) -> None:
+    enquiry_id = enqueue(client)
+    with app.app_context():
+        from service import mailer
+
+        with app.extensions["store"].sessions() as session:
+            enquiry = session.get(Enquiry, enquiry_id)
+        first, second = mailer.build_message(enquiry), mailer.build_message(enquiry)
+        assert first.msgId == second.msgId == f"<enquiry-{enquiry_id}@clinic.example>"
+        assert first.as_bytes().count(b"Message-ID:") == 1
