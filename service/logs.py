@@ -9,14 +9,25 @@ import traceback
 from flask import Flask
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time (test runners swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def configure_logging(app: Flask) -> None:
     """Send the service's logs to stderr at LOG_LEVEL, once per process."""
     root = logging.getLogger("service")
     root.setLevel(app.config["LOG_LEVEL"].upper())
-    if not any(getattr(h, "_service_handler", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        handler._service_handler = True  # type: ignore[attr-defined]
         root.addHandler(handler)
 
 
