@@ -14,11 +14,12 @@ import subprocess
 import tempfile
 import threading
 from asyncio import sslproto
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Coroutine, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
 
@@ -82,16 +83,38 @@ def certificate() -> tuple[str, str]:
         if _cert_files is None:
             directory = Path(tempfile.mkdtemp(prefix="smtp-test-cert-"))
             atexit.register(shutil.rmtree, directory, ignore_errors=True)
-            config, cert, key = directory / "openssl.cnf", directory / "cert.pem", directory / "key.pem"
+            config, cert, key = (
+                directory / "openssl.cnf",
+                directory / "cert.pem",
+                directory / "key.pem",
+            )
             config.write_text(_OPENSSL_CONFIG)
-            command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                       "-config", str(config), "-keyout", str(key), "-out", str(cert)]
+            command = [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-config",
+                str(config),
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+            ]
             try:
                 subprocess.run(command, check=True, capture_output=True, timeout=60)
             except FileNotFoundError as error:
-                raise RuntimeError("SMTPTestServer needs the `openssl` command for TLS modes") from error
+                raise RuntimeError(
+                    "SMTPTestServer needs the `openssl` command for TLS modes"
+                ) from error
             except subprocess.CalledProcessError as error:
-                raise RuntimeError(f"openssl failed: {error.stderr.decode(errors='replace')}") from error
+                raise RuntimeError(
+                    f"openssl failed: {error.stderr.decode(errors='replace')}"
+                ) from error
             _cert_files = (str(cert), str(key))
         return _cert_files
 
@@ -108,7 +131,7 @@ class ReceivedMessage:
     def __post_init__(self) -> None:
         """Parse the raw DATA; CRLF is normalised so decoded text parts use plain newlines."""
         raw = self.data.replace(b"\r\n", b"\n")
-        self.message = cast(EmailMessage, email.message_from_bytes(raw, policy=email.policy.default))
+        self.message = email.message_from_bytes(raw, policy=email.policy.default)
 
     def header(self, name: str) -> str | None:
         """Return the (RFC 2047 decoded) value of header `name`, or None if absent."""
@@ -158,16 +181,26 @@ class _Handler:
         self._server = server
 
     async def handle_EHLO(
-        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
     ) -> list[str]:
-        """Advertise AUTH only when credentials are configured (or auth_535 wants logins to fail)."""
+        """Advertise AUTH only with credentials configured, or in auth_535 (logins must fail)."""
         session.host_name = hostname  # the 5-argument hook is responsible for this
         if self._server.auth is None and self._server.fault != "auth_535":
             responses = [line for line in responses if not line[4:].upper().startswith("AUTH")]
         return responses
 
     async def handle_MAIL(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
     ) -> str:
         """Require authentication here: aiosmtpd's auth_required warns when TLS is not required."""
         if self._server.auth is not None and not session.authenticated:
@@ -177,7 +210,12 @@ class _Handler:
         return "250 OK"
 
     async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
     ) -> str:
         """Refuse recipients in the rcpt_* modes."""
         fault = self._server.fault
@@ -190,7 +228,7 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        """Record the message unless a data_* fault rejects it; drop or hang afterwards on demand."""
+        """Record the message unless a data_* fault rejects it; drop or hang afterwards if asked."""
         fault = self._server.fault
         if fault == "data_451":
             return "451 4.3.0 Temporary failure"
@@ -221,9 +259,14 @@ class _Handler:
             self._server.fault != "auth_535"
             and expected is not None
             and isinstance(auth_data, LoginPassword)
-            and (auth_data.login, auth_data.password) == (expected[0].encode(), expected[1].encode())
+            and (auth_data.login, auth_data.password)
+            == (expected[0].encode(), expected[1].encode())
         )
-        return AuthResult(success=True, auth_data=auth_data) if ok else AuthResult(success=False, handled=False)
+        return (
+            AuthResult(success=True, auth_data=auth_data)
+            if ok
+            else AuthResult(success=False, handled=False)
+        )
 
 
 class _Connection(asyncio.Protocol):
@@ -242,10 +285,16 @@ class _Connection(asyncio.Protocol):
         smtp = server._new_session(greeting_421=fault == "greeting_421")
         protocol: asyncio.BaseProtocol = smtp
         if server.tls == "implicit":
-            # TLS is layered here rather than in create_server() so "hang" stays silent at the TCP
-            # level and every raw socket (even mid-handshake) is tracked for stop().
+            # TLS is layered per connection, after the fault check, so "hang" stays silent at the
+            # TCP level and every raw socket (even mid-handshake) is tracked for stop().
             assert server._ssl_context is not None
-            protocol = sslproto.SSLProtocol(server._loop, smtp, server._ssl_context, None, server_side=True)
+            protocol = sslproto.SSLProtocol(
+                asyncio.get_running_loop(),
+                smtp,
+                server._ssl_context,
+                None,  # type: ignore[arg-type]  # no waiter: smtp.connection_made() follows success
+                server_side=True,
+            )
         cast(asyncio.Transport, transport).set_protocol(protocol)
         protocol.connection_made(transport)
 
@@ -301,7 +350,9 @@ class SMTPTestServer:
             raise RuntimeError("SMTPTestServer already started")
         loop = asyncio.SelectorEventLoop()  # add_reader() is needed; Windows' default loop lacks it
         self._loop = loop
-        self._thread = threading.Thread(target=self._run, args=(loop,), name="SMTPTestServer", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(loop,), name="SMTPTestServer", daemon=True
+        )
         self._thread.start()
         try:
             self._call(self._listen())
@@ -347,21 +398,26 @@ class SMTPTestServer:
             return list(self.messages)
 
     def __enter__(self) -> SMTPTestServer:
+        """Start the server."""
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
+        """Stop the server."""
         self.stop()
 
     def __repr__(self) -> str:
-        return f"<SMTPTestServer {self.host}:{self.port} tls={self.tls} auth={self.auth is not None} fault={self.fault}>"
+        where, auth = f"{self.host}:{self.port}", self.auth is not None
+        return f"<SMTPTestServer {where} tls={self.tls} auth={auth} fault={self.fault}>"
 
     # --- internals (the underscore methods below run on the server's event loop) ---
 
     def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         """Thread body: run the loop until stop(), then close it."""
-        asyncio.set_event_loop(loop)
         try:
             loop.run_forever()
         finally:
@@ -374,26 +430,33 @@ class SMTPTestServer:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(_LOOP_CALL_TIMEOUT)
 
     def _require_started(self) -> None:
+        """Raise unless start() was called."""
         if self._thread is None:
             raise RuntimeError("SMTPTestServer is not started")
 
     async def _listen(self) -> None:
+        """Bind 127.0.0.1:self.port (0 picks a free port) and start accepting."""
         # A hand-made accept loop instead of loop.create_server(): closing an asyncio Server while
         # a connection is being accepted leaks that socket (ResourceWarning) on Python 3.11.
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # rebind despite TIME_WAIT
+            listener.setsockopt(
+                socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
+            )  # rebind despite TIME_WAIT
             listener.bind((self.host, self.port))
             listener.listen(64)
             listener.setblocking(False)
         except OSError as error:
             listener.close()
-            raise RuntimeError(f"SMTPTestServer could not listen on {self.host}:{self.port}: {error}") from error
+            raise RuntimeError(
+                f"SMTPTestServer could not listen on {self.host}:{self.port}: {error}"
+            ) from error
         self.port = listener.getsockname()[1]
         self._listener = listener
         asyncio.get_running_loop().add_reader(listener.fileno(), self._accept)
 
     async def _unlisten(self) -> None:
+        """Close the listening socket; established connections are left alone."""
         if self._listener is not None:
             asyncio.get_running_loop().remove_reader(self._listener.fileno())
             self._listener.close()
@@ -411,12 +474,16 @@ class SMTPTestServer:
         asyncio.get_running_loop().create_task(self._serve(conn))
 
     async def _serve(self, conn: socket.socket) -> None:
+        """Wrap an accepted socket in a transport driven by a _Connection."""
         try:
-            await asyncio.get_running_loop().connect_accepted_socket(lambda: _Connection(self), conn)
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: _Connection(self), conn
+            )
         finally:
             self._accepted.discard(conn)  # from here on the transport owns (and closes) it
 
     async def _shutdown(self) -> None:
+        """Close the listener, every connection and every task, leaving no socket unclosed."""
         await self._unlisten()
         for transport in self._transports:
             transport.abort()
@@ -434,11 +501,13 @@ class SMTPTestServer:
             await asyncio.sleep(0)
 
     def _track(self, transport: asyncio.Transport) -> None:
+        """Remember a connection so stop() can abort it."""
         # Forget fully closed transports (their protocol is reset to None) so the set stays small.
         self._transports = {t for t in self._transports if t.get_protocol() is not None}
         self._transports.add(transport)
 
     def _new_session(self, *, greeting_421: bool) -> _SMTP:
+        """A fresh aiosmtpd session for one connection."""
         handler = _Handler(self)
         return _SMTP(
             handler,
@@ -453,6 +522,7 @@ class SMTPTestServer:
         )
 
     def _record(self, envelope: Envelope) -> None:
+        """Append a received message and wake up wait_for()."""
         message = ReceivedMessage(
             mail_from=envelope.mail_from or "",
             rcpt_tos=list(envelope.rcpt_tos),

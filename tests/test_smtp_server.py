@@ -11,7 +11,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from smtp_server import SMTPTestServer
+from tests.smtp_server import SMTPTestServer
 
 TIMEOUT = 5.0  # generous for normal exchanges
 HANG_TIMEOUT = 1.0  # client timeout for the modes that never answer; keeps the suite fast
@@ -168,7 +168,9 @@ def test_refuse_and_restore_on_same_port(server: SMTPTestServer) -> None:
 
 
 def test_wait_for_reports_clearly(server: SMTPTestServer) -> None:
-    with pytest.raises(AssertionError, match=r"expected at least 1 message\(s\) within 0.1s, got 0"):
+    with pytest.raises(
+        AssertionError, match=r"expected at least 1 message\(s\) within 0.1s, got 0"
+    ):
         server.wait_for(1, timeout=0.1)
 
 
@@ -227,7 +229,9 @@ def test_starttls_trusted_with_auth() -> None:
 def test_implicit_tls_self_signed_rejected_by_default_context() -> None:
     with SMTPTestServer(tls="implicit") as server:
         with pytest.raises(ssl.SSLCertVerificationError):
-            smtplib.SMTP_SSL(server.host, server.port, timeout=TIMEOUT, context=ssl.create_default_context())
+            smtplib.SMTP_SSL(
+                server.host, server.port, timeout=TIMEOUT, context=ssl.create_default_context()
+            )
 
 
 @pytest.mark.parametrize("hostname", ["127.0.0.1", "localhost"])
