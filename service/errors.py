@@ -43,6 +43,10 @@ def handle_http_error(error: HTTPException) -> tuple[object, int]:
 def handle_csrf_error(error: CSRFError) -> tuple[object, int]:
     """The form's token is missing or stale: ask the visitor to reload rather than lose their words."""
     logger.info("CSRF check failed: %s", error.description)
+    if request.endpoint == "pages.contact":
+        from .routes.pages import expired_form
+
+        return expired_form()
     message = "This form has expired. Please reload the page and send your message again."
     if wants_json():
         return {"error": message}, 400

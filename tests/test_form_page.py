@@ -51,10 +51,25 @@ def test_valid_form_is_stored_and_redirects_to_thanks(app, client: FlaskClient, 
     assert smtp_server.wait_for(1)[0].header("Subject") == "New enquiry from Jane Citizen"
 
 
-def test_post_without_csrf_token_is_refused(client: FlaskClient) -> None:
+def test_post_without_csrf_token_is_refused_but_keeps_the_words(app, client: FlaskClient) -> None:
     response = client.post("/contact", data={**VALID, "altcha": solve_captcha(client)})
     assert response.status_code == 400
-    assert "reload the page" in response.get_data(as_text=True)
+    page = response.get_data(as_text=True)
+    assert "This form had expired" in page
+    assert "My lower back has been sore since Tuesday." in page and 'value="Jane Citizen"' in page
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    with app.extensions["store"].sessions() as session:
+        assert session.query(Enquiry).count() == 0
+    again = client.post("/contact", data={**VALID, "csrf_token": token, "altcha": solve_captcha(client)})
+    assert again.status_code == 303
+
+
+def test_forged_csrf_token_is_refused(app, client: FlaskClient) -> None:
+    csrf_token(client)
+    response = client.post("/contact", data={**VALID, "csrf_token": "forged", "altcha": solve_captcha(client)})
+    assert response.status_code == 400
+    with app.extensions["store"].sessions() as session:
+        assert session.query(Enquiry).count() == 0
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,13 @@ def contact() -> Response | tuple[str, int]:
     return render_template("contact.html", form=form), 422
 
 
+def expired_form() -> tuple[str, int]:
+    """The form again after a failed CSRF check, with the visitor's words kept and a fresh token."""
+    form = EnquiryForm()
+    notice = "This form had expired. Please check your details and press Send again."
+    return render_template("contact.html", form=form, notice=notice), 400
+
+
 @bp.get("/contact/thanks")
 def thanks() -> str:
     """The page a visitor sees once their enquiry is stored."""
