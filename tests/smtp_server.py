@@ -36,6 +36,8 @@ FAULTS = frozenset(
         "hang",
         "drop_after_data",
         "hang_after_data",
+        "hang_in_data",
+        "hold_after_data",
     }
 )
 TLS_MODES = (None, "starttls", "implicit")
@@ -228,13 +230,21 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        """Record the message unless a data_* fault rejects it; drop or hang afterwards if asked."""
+        """Record the message unless a fault rejects or stalls it; drop, hang or hold the reply."""
         fault = self._server.fault
         if fault == "data_451":
             return "451 4.3.0 Temporary failure"
         if fault == "data_554":
             return "554 5.7.1 Rejected"
+        if fault == "hang_in_data":
+            # Read after the 354 but never acknowledged: not accepted, so only kept in `stalled`.
+            self._server._record(envelope, stalled=True)
+            await asyncio.get_running_loop().create_future()
         self._server._record(envelope)
+        if fault == "hold_after_data":
+            # Accepted, but the 250 waits until the test changes the fault.
+            while self._server.fault == "hold_after_data":
+                await asyncio.sleep(0.01)
         if fault in ("drop_after_data", "hang_after_data"):
             if fault == "drop_after_data" and server.transport is not None:
                 server.transport.close()
@@ -324,6 +334,7 @@ class SMTPTestServer:
             self._ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self._ssl_context.load_cert_chain(self.cert_path, key_path)
         self.messages: list[ReceivedMessage] = []
+        self.stalled: list[ReceivedMessage] = []  # read in hang_in_data mode, never acknowledged
         self._fault: str | None = None
         self._received = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -387,15 +398,11 @@ class SMTPTestServer:
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedMessage]:
         """Block until at least `count` messages were received; return a snapshot of them."""
-        with self._received:
-            if not self._received.wait_for(lambda: len(self.messages) >= count, timeout):
-                got = [(m.mail_from, m.rcpt_tos, m.header("Subject")) for m in self.messages]
-                raise AssertionError(
-                    f"SMTPTestServer {self.host}:{self.port} (tls={self.tls}, fault={self.fault}): "
-                    f"expected at least {count} message(s) within {timeout:g}s, "
-                    f"got {len(got)}: {got}"
-                )
-            return list(self.messages)
+        return self._wait(self.messages, count, timeout, "message(s)")
+
+    def wait_for_stalled(self, count: int, timeout: float = 10.0) -> list[ReceivedMessage]:
+        """Block until at least `count` messages stalled in DATA; return a snapshot of them."""
+        return self._wait(self.stalled, count, timeout, "stalled message(s)")
 
     def __enter__(self) -> SMTPTestServer:
         """Start the server."""
@@ -428,6 +435,20 @@ class SMTPTestServer:
         """Run a coroutine on the server loop and wait for its result."""
         assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(_LOOP_CALL_TIMEOUT)
+
+    def _wait(
+        self, messages: list[ReceivedMessage], count: int, timeout: float, what: str
+    ) -> list[ReceivedMessage]:
+        """Block until `messages` holds at least `count` entries; return a snapshot of it."""
+        with self._received:
+            if not self._received.wait_for(lambda: len(messages) >= count, timeout):
+                got = [(m.mail_from, m.rcpt_tos, m.header("Subject")) for m in messages]
+                raise AssertionError(
+                    f"SMTPTestServer {self.host}:{self.port} (tls={self.tls}, fault={self.fault}): "
+                    f"expected at least {count} {what} within {timeout:g}s, "
+                    f"got {len(got)}: {got}"
+                )
+            return list(messages)
 
     def _require_started(self) -> None:
         """Raise unless start() was called."""
@@ -521,13 +542,13 @@ class SMTPTestServer:
             authenticator=handler.authenticate,
         )
 
-    def _record(self, envelope: Envelope) -> None:
-        """Append a received message and wake up wait_for()."""
+    def _record(self, envelope: Envelope, *, stalled: bool = False) -> None:
+        """Append a received (or stalled) message and wake up the waiters."""
         message = ReceivedMessage(
             mail_from=envelope.mail_from or "",
             rcpt_tos=list(envelope.rcpt_tos),
             data=bytes(envelope.original_content or b""),
         )
         with self._received:
-            self.messages.append(message)
+            (self.stalled if stalled else self.messages).append(message)
             self._received.notify_all()

@@ -153,6 +153,33 @@ def test_hang_after_data_records_and_client_times_out(server: SMTPTestServer) ->
     assert len(server.wait_for(1)) == 1
 
 
+def test_hang_in_data_reads_but_never_accepts(server: SMTPTestServer) -> None:
+    server.fault = "hang_in_data"
+    with client(server, timeout=HANG_TIMEOUT) as smtp:
+        with pytest.raises(smtplib.SMTPServerDisconnected, match="timed out"):
+            smtp.send_message(make_message())
+    assert [m.header("Subject") for m in server.wait_for_stalled(1)] == ["Contact form"]
+    assert server.messages == []
+
+
+def test_hold_after_data_replies_once_the_fault_changes(server: SMTPTestServer) -> None:
+    server.fault = "hold_after_data"
+    with client(server, timeout=HANG_TIMEOUT) as smtp:
+        with pytest.raises(smtplib.SMTPServerDisconnected, match="timed out"):
+            smtp.send_message(make_message("timed out"))
+    with client(server) as smtp:
+        smtp.ehlo()
+        smtp.mail(SENDER)
+        smtp.rcpt(RECIPIENT)
+        smtp.send(b"DATA\r\n")
+        assert smtp.getreply()[0] == 354
+        smtp.send(smtplib.quotedata(make_message("held").as_string()).encode() + b"\r\n.\r\n")
+        assert server.wait_for(2)[-1].header("Subject") == "held"  # recorded before the reply
+        server.fault = None
+        assert smtp.getreply()[0] == 250
+    assert server.stalled == []
+
+
 def test_refuse_and_restore_on_same_port(server: SMTPTestServer) -> None:
     port = server.port
     server.fault = "data_554"

@@ -1,0 +1,346 @@
+"""Real `flask outbox work` processes: kill -9 at each step of a delivery, SIGTERM, four at once.
+
+Every scenario ends with the same promise checked: each enquiry that was accepted (a 202) is
+`sent`, and the clinic got it exactly once (twice only in the one window the service admits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select, text
+
+from service import enquiries
+from service.extensions import store
+from service.models import PENDING, SENDING, SENT, Enquiry
+from tests.smtp_server import SMTPTestServer
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A short lease lets a second worker take over a dead one's claim within seconds. deliver() starts
+# no message later than 4 * MAIL_TIMEOUT before the lease runs out, so that must stay below it.
+SHORT_LEASE = {"OUTBOX_LEASE_SECONDS": "4", "MAIL_TIMEOUT": "0.8"}
+
+
+class Workers:
+    """Starts `flask --app wsgi outbox work` processes; none outlives the test."""
+
+    def __init__(self, app_config: dict[str, Any], tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.processes: list[subprocess.Popen[bytes]] = []
+        # Only what the worker needs: nothing leaks in from the environment running the tests.
+        self.env = {
+            "PATH": os.environ["PATH"],
+            "SERVICE_ENV": "testing",
+            "SECRET_KEY": app_config["SECRET_KEY"],
+            "DATABASE_URL": app_config["DATABASE_URL"],
+            "AUTO_MIGRATE": "false",  # the test's app has created the schema already
+            "MAIL_SERVER": app_config["MAIL_SERVER"],
+            "MAIL_PORT": str(app_config["MAIL_PORT"]),
+            "MAIL_TIMEOUT": str(app_config["MAIL_TIMEOUT"]),
+            "CLINIC_INBOX": app_config["CLINIC_INBOX"],
+            "MAIL_DEFAULT_SENDER": app_config["MAIL_DEFAULT_SENDER"],
+            "DELIVERY_WORKER": "external",
+            "OUTBOX_POLL_SECONDS": "0.2",
+        }
+
+    def start(self, **settings: str) -> subprocess.Popen[bytes]:
+        """Start a worker with the base settings plus `settings`; its output goes to a log file."""
+        log = self.log_path(len(self.processes))
+        with open(log, "wb") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "flask", "--app", "wsgi", "outbox", "work"],
+                cwd=ROOT,
+                env={**self.env, **settings},
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        self.processes.append(process)
+        return process
+
+    def log_path(self, index: int) -> Path:
+        """Where the index-th worker writes its output."""
+        return self.tmp_path / f"worker-{index}.log"
+
+    def log(self, process: subprocess.Popen[bytes]) -> str:
+        """Everything a worker has printed so far."""
+        return self.log_path(self.processes.index(process)).read_text(errors="replace")
+
+    def logs(self) -> str:
+        """Every worker's output, for an assertion message."""
+        return "\n".join(f"--- worker pid {p.pid}:\n{self.log(p)}" for p in self.processes)
+
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        """kill -9: no handler runs, nothing is released, nothing is committed."""
+        process.kill()
+        process.wait(10)
+
+    def stop(self, process: subprocess.Popen[bytes], timeout: float = 10) -> int:
+        """SIGTERM, then the exit status once the worker has finished its message in flight."""
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"worker {process.pid} ignored SIGTERM for {timeout}s\n{self.logs()}")
+
+    def close(self) -> None:
+        """Kill whatever is still running and reap every process."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait(10)
+
+
+@pytest.fixture
+def workers(app: Flask, app_config: dict[str, Any], tmp_path: Path) -> Iterator[Workers]:
+    """Worker processes on the test's store and SMTP server, killed at the end whatever happens."""
+    pool = Workers(app_config, tmp_path)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def enqueue(app: Flask, count: int) -> list[Enquiry]:
+    """Accept enquiries exactly as the form and the API do before answering 202."""
+    with app.app_context():
+        return [
+            enquiries.accept(
+                {
+                    "name": f"Visitor {number}",
+                    "email": f"visitor{number}@example.com",
+                    "phone": "+61412345678",
+                    "message": f"Enquiry number {number}.",
+                },
+                None,
+            )
+            for number in range(count)
+        ]
+
+
+def stored(app: Flask) -> dict[str, Enquiry]:
+    """Every enquiry in the store, by id."""
+    with app.app_context(), store.session() as session:
+        return {row.id: row for row in session.scalars(select(Enquiry))}
+
+
+def count_in(app: Flask, state: str) -> int:
+    """How many enquiries are in `state`."""
+    with app.app_context(), store.session() as session:
+        query = select(func.count()).select_from(Enquiry).where(Enquiry.status == state)
+        return session.scalar(query) or 0
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, failure: Callable[[], str]) -> None:
+    """Poll `condition` until it holds; fail with `failure()` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(failure())
+        time.sleep(0.02)
+
+
+def wait_all_sent(app: Flask, workers: Workers, total: int, timeout: float = 30) -> None:
+    """Wait until every one of `total` enquiries is `sent`."""
+    wait_until(
+        lambda: count_in(app, SENT) == total,
+        timeout,
+        lambda: f"only {count_in(app, SENT)} of {total} sent\n{workers.logs()}",
+    )
+
+
+def message_ids(server: SMTPTestServer) -> Counter[str | None]:
+    """How many copies of each Message-ID the SMTP server accepted."""
+    return Counter(message.header("Message-ID") for message in list(server.messages))
+
+
+def assert_nothing_lost(app: Flask, accepted: list[Enquiry]) -> None:
+    """Every accepted enquiry is still in the store, and every one of them is `sent`."""
+    rows = stored(app)
+    assert set(rows) == {enquiry.id for enquiry in accepted}
+    assert Counter(row.status for row in rows.values()) == {SENT: len(accepted)}
+
+
+def assert_each_arrived_once(server: SMTPTestServer, accepted: list[Enquiry]) -> None:
+    """The clinic got every accepted enquiry exactly once, and nothing else."""
+    ids = message_ids(server)
+    duplicates = {message_id: n for message_id, n in ids.items() if n != 1}
+    assert duplicates == {}
+    assert set(ids) == {enquiry.message_id for enquiry in accepted}
+    assert len(server.messages) == len(accepted)
+
+
+def assert_clean_exit(workers: Workers, process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM ends the worker with status 0, and it logged no failed attempt or error."""
+    assert workers.stop(process) == 0, workers.log(process)
+    log = workers.log(process)
+    assert " WARNING " not in log and " ERROR " not in log, log
+
+
+def claimed_by(app: Flask, enquiry_id: str) -> tuple[str, str | None]:
+    """The enquiry's state and the worker holding it."""
+    row = stored(app)[enquiry_id]
+    return row.status, row.claimed_by
+
+
+@contextlib.contextmanager
+def blocking_updates_of(app: Flask, enquiry_id: str) -> Iterator[Callable[[], bool]]:
+    """Hold a lock that makes any UPDATE of the enquiry wait; yield "is a worker waiting on it?".
+
+    SQLite: the store's BEGIN IMMEDIATE takes the database's write lock. PostgreSQL: FOR UPDATE
+    locks the row, and pg_blocking_pids() shows who waits for us.
+    """
+    with app.app_context(), store.transaction() as session:
+        session.execute(select(Enquiry.id).where(Enquiry.id == enquiry_id).with_for_update())
+        if store.engine.dialect.name != "postgresql":
+
+            def reached() -> bool:
+                # SQLite shows no one its lock waiters: give the worker ample time to reach it.
+                time.sleep(0.5)
+                return True
+
+            yield reached
+            return
+        locker = session.scalar(text("SELECT pg_backend_pid()"))
+        query = text(
+            "SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"
+        )
+
+        def waiting() -> bool:
+            with store.engine.connect() as connection:  # a fresh snapshot of pg_stat_activity
+                return bool(connection.scalar(query, {"pid": locker}))
+
+        yield waiting
+
+
+def test_sigkill_after_claim_another_worker_sends_exactly_once(
+    app: Flask, smtp_server: SMTPTestServer, workers: Workers
+) -> None:
+    accepted = enqueue(app, 1)
+    [enquiry] = accepted
+    smtp_server.fault = "hang"  # the worker claims, then waits for a greeting that never comes
+    first = workers.start(**SHORT_LEASE)
+    wait_until(
+        lambda: claimed_by(app, enquiry.id)[0] == SENDING,
+        20,
+        lambda: f"the first worker never claimed the enquiry\n{workers.logs()}",
+    )
+    workers.kill(first)
+    state, owner = claimed_by(app, enquiry.id)
+    assert state == SENDING and f":{first.pid}:" in (owner or ""), workers.logs()
+
+    smtp_server.fault = None
+    second = workers.start(**SHORT_LEASE)
+    wait_all_sent(app, workers, 1)  # once the dead worker's lease has run out
+    assert_clean_exit(workers, second)
+    assert_each_arrived_once(smtp_server, accepted)
+    assert_nothing_lost(app, accepted)
+    row = stored(app)[enquiry.id]
+    assert row.attempts == 2 and f":{second.pid}:" in (row.claimed_by or "")
+
+
+def test_sigkill_during_data_another_worker_sends_exactly_once(
+    app: Flask, smtp_server: SMTPTestServer, workers: Workers
+) -> None:
+    accepted = enqueue(app, 1)
+    [enquiry] = accepted
+    smtp_server.fault = "hang_in_data"  # the message goes out after the 354, never acknowledged
+    first = workers.start(**SHORT_LEASE)
+    [stalled] = smtp_server.wait_for_stalled(1, timeout=20)
+    workers.kill(first)
+    assert stalled.header("Message-ID") == enquiry.message_id
+    assert claimed_by(app, enquiry.id)[0] == SENDING, workers.logs()
+    assert smtp_server.messages == []
+
+    smtp_server.fault = None
+    second = workers.start(**SHORT_LEASE)
+    wait_all_sent(app, workers, 1)
+    assert_clean_exit(workers, second)
+    assert_each_arrived_once(smtp_server, accepted)
+    assert_nothing_lost(app, accepted)
+
+
+def test_sigkill_after_250_before_sent_is_committed_sends_it_again_with_one_message_id(
+    app: Flask, smtp_server: SMTPTestServer, workers: Workers
+) -> None:
+    accepted = enqueue(app, 1)
+    [enquiry] = accepted
+    smtp_server.fault = "hold_after_data"  # accepted, but the 250 waits until we let it go
+    first = workers.start(**SHORT_LEASE)
+    smtp_server.wait_for(1, timeout=20)
+    with blocking_updates_of(app, enquiry.id) as worker_waits:
+        smtp_server.fault = None  # the 250 goes out: the worker's mark_sent now waits for our lock
+        wait_until(worker_waits, 10, lambda: f"no worker waits in mark_sent\n{workers.logs()}")
+        workers.kill(first)
+    assert claimed_by(app, enquiry.id)[0] == SENDING, workers.logs()
+
+    second = workers.start(**SHORT_LEASE)
+    wait_all_sent(app, workers, 1)
+    assert_clean_exit(workers, second)
+    # The one duplicate the service admits: the server accepted the first copy, the store never
+    # learnt it, so the second worker sends it again; both copies share the Message-ID.
+    assert message_ids(smtp_server) == {enquiry.message_id: 2}
+    assert_nothing_lost(app, accepted)
+
+
+def test_sigterm_mid_backlog_finishes_the_message_in_flight_and_releases_the_rest(
+    app: Flask, smtp_server: SMTPTestServer, workers: Workers
+) -> None:
+    accepted = enqueue(app, 50)
+    first = workers.start(OUTBOX_BATCH_SIZE="20")
+    smtp_server.wait_for(5, timeout=20)
+    smtp_server.fault = "hold_after_data"  # the next message stays in flight...
+    smtp_server.wait_for(len(smtp_server.messages) + 1, timeout=10)
+    # (A message can slip in between setting the fault and counting: at most one more is in flight.)
+    in_flight = len(smtp_server.messages) + 1
+    first.send_signal(signal.SIGTERM)
+    time.sleep(0.3)  # ...until the worker has been told to stop
+    smtp_server.fault = None
+    assert first.wait(5) == 0, workers.log(first)
+    assert "Received SIGTERM" in workers.log(first)
+    received = len(smtp_server.messages)
+    assert received <= in_flight, f"{received} sent, though SIGTERM came during number {in_flight}"
+
+    rows = stored(app).values()
+    delivered = {row.message_id for row in rows if row.status == SENT}
+    assert Counter(row.status for row in rows if row.status != SENT) == {
+        PENDING: len(accepted) - len(delivered)
+    }
+    assert 0 < len(delivered) < len(accepted)
+    # The message in flight was finished and recorded; nothing else was sent or counted.
+    assert message_ids(smtp_server) == dict.fromkeys(delivered, 1)
+    assert all(row.attempts == 0 for row in rows if row.status == PENDING)
+
+    second = workers.start()
+    wait_all_sent(app, workers, len(accepted))
+    assert_clean_exit(workers, second)
+    assert_each_arrived_once(smtp_server, accepted)
+    assert_nothing_lost(app, accepted)
+
+
+def test_four_workers_deliver_a_thousand_enquiries_exactly_once(
+    app: Flask, smtp_server: SMTPTestServer, workers: Workers
+) -> None:
+    accepted = enqueue(app, 1000)
+    started = [workers.start(OUTBOX_BATCH_SIZE="50") for _ in range(4)]
+    wait_all_sent(app, workers, len(accepted), timeout=60)
+    for process in started:
+        assert_clean_exit(workers, process)
+    assert_each_arrived_once(smtp_server, accepted)
+    assert_nothing_lost(app, accepted)
+    owners = Counter(row.claimed_by for row in stored(app).values())
+    assert len(owners) > 1, f"one worker sent everything: {owners}"
