@@ -10,7 +10,7 @@ from types import FrameType
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from flask_mail import Message
 from sqlalchemy import select
 
@@ -106,6 +106,7 @@ def purge_command(older_than: str | None) -> None:
 
 @click.command("send-test-email")
 @click.argument("address")
+@with_appcontext  # AppGroup commands get this by default; a plain click command needs it.
 def send_test_email(address: str) -> None:
     """Send a test email to ADDRESS with the configured SMTP settings, and report what failed."""
     config = current_app.config

@@ -52,7 +52,8 @@ class SMTPConnection(Connection):
         """Connect, secure and log in, each step bounded by MAIL_TIMEOUT."""
         config = current_app.config
         timeout = float(config["MAIL_TIMEOUT"])
-        context = tls_context()
+        # Built only when used: loading the system CA bundle costs tens of milliseconds.
+        context = tls_context() if self.mail.use_ssl or self.mail.use_tls else None
         host: smtplib.SMTP
         if self.mail.use_ssl:
             host = smtplib.SMTP_SSL(self.mail.server, self.mail.port, timeout=timeout, context=context)
@@ -117,6 +118,11 @@ def classify(error: BaseException) -> Failure:
         return Failure(False, f"TLS error: {error.reason or type(error).__name__}")
     if isinstance(error, (TimeoutError, socket.timeout)):
         return Failure(False, "timed out")
+    if isinstance(error, smtplib.SMTPServerDisconnected):
+        # smtplib reports a reply that never came as a disconnect; the timeout is its context.
+        if isinstance(error.__context__, (TimeoutError, socket.timeout)):
+            return Failure(False, "timed out")
+        return Failure(False, "connection closed by the server")
     if isinstance(error, socket.gaierror):
         return Failure(False, "mail server name did not resolve")
     if isinstance(error, smtplib.SMTPNotSupportedError):
