@@ -1,4 +1,4 @@
-"""Helpers shared by the outbox, CLI and privacy tests: apps and servers made to measure, the outbox."""
+"""Helpers for the outbox, CLI and privacy tests: apps and servers made to measure, the outbox."""
 
 from __future__ import annotations
 
@@ -60,14 +60,22 @@ def records(caplog: pytest.LogCaptureFixture, level: int, logger: str) -> list[l
     return [
         record
         for record in caplog.records
-        if record.levelno == level and (record.name == logger or record.name.startswith(logger + "."))
+        if record.levelno == level
+        and (record.name == logger or record.name.startswith(logger + "."))
     ]
 
 
 def personal_data_in(text: str, fields: dict[str, str] = VALID) -> list[str]:
     """The submitted values (or telling parts of them) that appear in `text`, case-insensitively."""
-    digits = re.sub(r"\D", "", fields["phone"])[-9:]  # the number without its country or trunk prefix
-    needles = [fields["name"], fields["email"], fields["email"].partition("@")[0], fields["message"]]
+    digits = re.sub(r"\D", "", fields["phone"])[
+        -9:
+    ]  # the number without its country or trunk prefix
+    needles = [
+        fields["name"],
+        fields["email"],
+        fields["email"].partition("@")[0],
+        fields["message"],
+    ]
     needles += fields["message"].splitlines()
     found = [needle for needle in needles if needle.strip() and needle.lower() in text.lower()]
     # The phone number in any grouping: 0412 345 678, +61412345678, +61 412-345-678 ...
@@ -88,7 +96,7 @@ def assert_between(value: datetime, low: datetime, high: datetime, slack: float 
 
 
 class AppFactory:
-    """Builds extra apps on the test's store (another mail setup, a restart) and disposes of them."""
+    """Builds extra apps on the test's store (other mail settings, a restart); disposes of them."""
 
     def __init__(self, base_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
         self.base_config = base_config
@@ -102,7 +110,9 @@ class AppFactory:
         if server is not None:
             config.update(MAIL_SERVER=server.host, MAIL_PORT=server.port)
             if server.tls is not None:
-                config.update(MAIL_USE_TLS=server.tls == "starttls", MAIL_USE_SSL=server.tls == "implicit")
+                config.update(
+                    MAIL_USE_TLS=server.tls == "starttls", MAIL_USE_SSL=server.tls == "implicit"
+                )
         config.update(overrides)
         app = create_app(config)
         self.apps.append(app)
@@ -112,7 +122,10 @@ class AppFactory:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         for app in self.apps:
             app.extensions["store"].engine.dispose()

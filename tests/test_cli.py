@@ -1,4 +1,4 @@
-"""Operator commands: outbox status/list/show/retry/purge/work, send-test-email, and the schema commands."""
+"""Operator commands: outbox status/list/show/retry/purge/work, send-test-email, db commands."""
 
 from __future__ import annotations
 
@@ -66,17 +66,28 @@ def test_status_of_an_empty_outbox(runner: FlaskCliRunner) -> None:
     result = invoke(runner, "outbox", "status")
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
-        "pending  0", "sending  0", "sent     0", "failed   0", "oldest pending: none"
+        "pending  0",
+        "sending  0",
+        "sent     0",
+        "failed   0",
+        "oldest pending: none",
     ]
 
 
 def test_status_counts_each_state_and_fails_on_dead_letters(
     app: Flask, runner: FlaskCliRunner, one_of_each: dict[str, str]
 ) -> None:
-    change(app, one_of_each["pending"], created_at=outbox.utcnow() - timedelta(minutes=3, seconds=5))
+    change(
+        app, one_of_each["pending"], created_at=outbox.utcnow() - timedelta(minutes=3, seconds=5)
+    )
     result = invoke(runner, "outbox", "status")
     assert result.exit_code == 1, "a dead letter makes the status check fail"
-    assert result.stdout.splitlines()[:4] == ["pending  1", "sending  0", "sent     1", "failed   1"]
+    assert result.stdout.splitlines()[:4] == [
+        "pending  1",
+        "sending  0",
+        "sent     1",
+        "failed   1",
+    ]
     assert re.search(r"^oldest pending: 3m [5-9]s old$", result.stdout, re.MULTILINE)
     assert "flask outbox list --state failed" in result.stderr
     assert personal_data_in(result.output) == []
@@ -102,19 +113,29 @@ def test_list_defaults_to_dead_letters_and_says_when_there_are_none(
     runner: FlaskCliRunner, one_of_each: dict[str, str]
 ) -> None:
     assert one_of_each["failed"] in invoke(runner, "outbox", "list").output
-    assert invoke(runner, "outbox", "list", "--state", "sending").stdout == "No sending enquiries.\n"
+    assert (
+        invoke(runner, "outbox", "list", "--state", "sending").stdout == "No sending enquiries.\n"
+    )
     bad = invoke(runner, "outbox", "list", "--state", "lost")
     assert bad.exit_code == 2 and "Invalid value for" in bad.output and "--state" in bad.output
 
 
-def test_show_prints_one_enquiry_in_full(runner: FlaskCliRunner, one_of_each: dict[str, str]) -> None:
+def test_show_prints_one_enquiry_in_full(
+    runner: FlaskCliRunner, one_of_each: dict[str, str]
+) -> None:
     enquiry_id = one_of_each["failed"]
     result = invoke(runner, "outbox", "show", enquiry_id)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    for expected in (f"id: {enquiry_id}", f"name: {VALID['name']}", f"email: {VALID['email']}",
-                     "phone: +61412345678", "status: failed", "attempts: 1",
-                     "last_error: recipients refused: 550"):
+    for expected in (
+        f"id: {enquiry_id}",
+        f"name: {VALID['name']}",
+        f"email: {VALID['email']}",
+        "phone: +61412345678",
+        "status: failed",
+        "attempts: 1",
+        "last_error: recipients refused: 550",
+    ):
         assert expected in lines
     assert f"message: {VALID['message']}" in result.stdout
 
@@ -171,7 +192,7 @@ PERSONAL = ("name", "email", "phone", "message", "page_url")
 
 @pytest.fixture
 def aged(app: Flask, client: FlaskClient, smtp_server: SMTPTestServer) -> dict[str, str]:
-    """Enquiries of several ages: sent 31 days ago, sent 2 hours ago, failed and pending long ago."""
+    """Enquiries of several ages: sent 31 days and 2 hours ago, failed and pending long ago."""
     old_sent = enqueue(client)
     recent_sent = enqueue(client, page="https://clinic.example/contact")
     assert deliver_all(app) == 2
@@ -185,7 +206,12 @@ def aged(app: Flask, client: FlaskClient, smtp_server: SMTPTestServer) -> dict[s
     change(app, recent_sent, sent_at=now - timedelta(hours=2))
     change(app, failed, created_at=long_ago, failed_at=long_ago)
     change(app, stale_pending, created_at=long_ago, queued_at=long_ago)
-    return {"old sent": old_sent, "recent sent": recent_sent, "failed": failed, "pending": stale_pending}
+    return {
+        "old sent": old_sent,
+        "recent sent": recent_sent,
+        "failed": failed,
+        "pending": stale_pending,
+    }
 
 
 @pytest.mark.parametrize(
@@ -212,8 +238,11 @@ def test_purge_erases_personal_data_of_old_sent_enquiries_only(
             assert [getattr(enquiry, column) for column in PERSONAL] == [None] * len(PERSONAL)
             assert enquiry.purged_at is not None and enquiry.status == "sent"
         else:
-            assert (enquiry.name, enquiry.email, enquiry.phone) == (VALID["name"], VALID["email"],
-                                                                  "+61412345678")
+            assert (enquiry.name, enquiry.email, enquiry.phone) == (
+                VALID["name"],
+                VALID["email"],
+                "+61412345678",
+            )
             assert enquiry.message == VALID["message"] and enquiry.purged_at is None
     # Purging again finds nothing new; the erased enquiries keep their place in the outbox.
     assert invoke(runner, "outbox", "purge", *args).stdout == (
@@ -229,13 +258,17 @@ def test_purge_erases_personal_data_of_old_sent_enquiries_only(
 def store_free_runner(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[FlaskCliRunner]:
     """A CLI runner for checks that fail before the store is touched (one database is enough)."""
     monkeypatch.setenv("SERVICE_ENV", "testing")
-    app = create_app({"SECRET_KEY": "test", "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.sqlite3'}"})
+    app = create_app(
+        {"SECRET_KEY": "test", "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.sqlite3'}"}
+    )
     yield app.test_cli_runner()
     app.extensions["store"].engine.dispose()
 
 
 @pytest.mark.parametrize("value", ["30", "30 days", "abc", "-1d", "1w", "0.5d", "d30"])
-def test_purge_with_a_bad_age_is_a_usage_error(value: str, store_free_runner: FlaskCliRunner) -> None:
+def test_purge_with_a_bad_age_is_a_usage_error(
+    value: str, store_free_runner: FlaskCliRunner
+) -> None:
     result = invoke(store_free_runner, "outbox", "purge", "--older-than", value)
     assert result.exit_code == 2
     assert "Error: Invalid value for" in result.output and "--older-than" in result.output
@@ -306,7 +339,10 @@ def test_send_test_email_reaches_the_server(
         ("hang", "Sending failed (temporary): timed out"),
         ("auth_535", "Sending failed (permanent): authentication rejected: 535"),
         ("rcpt_550", "Sending failed (permanent): recipients refused: 550"),
-        ("untrusted", "Sending failed (temporary): TLS certificate rejected: self-signed certificate"),
+        (
+            "untrusted",
+            "Sending failed (temporary): TLS certificate rejected: self-signed certificate",
+        ),
     ],
 )
 def test_send_test_email_reports_what_failed(
@@ -316,7 +352,9 @@ def test_send_test_email_reports_what_failed(
         tls="starttls" if setup == "untrusted" else None,
         auth=("user", "s3cret-pw") if setup == "auth_535" else None,
     )
-    wrong_login = {"MAIL_USERNAME": "user", "MAIL_PASSWORD": "wrong-pw"} if setup == "auth_535" else {}
+    wrong_login = (
+        {"MAIL_USERNAME": "user", "MAIL_PASSWORD": "wrong-pw"} if setup == "auth_535" else {}
+    )
     app = make_app(server, MAIL_TIMEOUT=0.5, **wrong_login)
     if setup == "refused":
         server.refuse()
@@ -324,9 +362,10 @@ def test_send_test_email_reports_what_failed(
         server.fault = setup
     result = app.test_cli_runner().invoke(args=["send-test-email", TEST_ADDRESS])
     assert result.exit_code == 1
+    tls = "STARTTLS" if setup == "untrusted" else "none"
+    login = "yes" if setup == "auth_535" else "no"
     assert result.stdout.splitlines() == [
-        f"Connecting to {server.host}:{server.port} ({'TLS: STARTTLS' if setup == 'untrusted' else 'TLS: none'},"
-        f" login: {'yes' if setup == 'auth_535' else 'no'}, timeout 0.5s)"
+        f"Connecting to {server.host}:{server.port} (TLS: {tls}, login: {login}, timeout 0.5s)"
     ]
     assert result.stderr == f"Error: {report}\n"
     assert "wrong-pw" not in result.output

@@ -1,11 +1,11 @@
-"""Delivery faults through a real SMTP server: transient ones retry with back-off, permanent ones wait for a person."""
+"""SMTP faults: transient ones are retried with back-off, permanent ones wait for a person."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -57,7 +57,9 @@ class Transient:
     refuse: bool = False  # the server stops listening
     tls: str | None = None  # the server's TLS mode; the app uses the matching setting
     untrusted: bool = False  # the app does not (yet) trust the server's self-signed certificate
-    copies: int = 1  # copies in the inbox in the end: 2 when the first was received but not confirmed
+    copies: int = (
+        1  # copies in the inbox in the end: 2 when the first was received but not confirmed
+    )
 
 
 TRANSIENT = [
@@ -67,7 +69,9 @@ TRANSIENT = [
     Transient("451 after DATA", "451 4.3.0 Temporary failure", fault="data_451"),
     Transient("hang before greeting", "timed out", fault="hang"),
     Transient("hang before TLS handshake", "timed out", fault="hang", tls="implicit"),
-    Transient("drop after DATA", "connection closed by the server", fault="drop_after_data", copies=2),
+    Transient(
+        "drop after DATA", "connection closed by the server", fault="drop_after_data", copies=2
+    ),
     Transient("hang after DATA", "timed out", fault="hang_after_data", copies=2),
     Transient(
         "STARTTLS self-signed certificate",
@@ -86,7 +90,10 @@ TRANSIENT = [
 
 @pytest.mark.parametrize("case", TRANSIENT, ids=lambda case: case.name)
 def test_transient_fault_is_retried_later_then_delivered_once(
-    case: Transient, make_app: AppFactory, make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+    case: Transient,
+    make_app: AppFactory,
+    make_server: ServerFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     server = make_server(tls=case.tls)
     trusted = server.cert_path if case.tls and not case.untrusted else None
@@ -134,16 +141,30 @@ def test_transient_fault_is_retried_later_then_delivered_once(
         (None, True, False, "server does not support a required extension (STARTTLS or AUTH)"),
         ("implicit", False, False, "timed out"),
     ],
-    ids=["implicit TLS to a plain server", "implicit TLS to a STARTTLS server",
-         "STARTTLS to a server without it", "plain to an implicit TLS server"],
+    ids=[
+        "implicit TLS to a plain server",
+        "implicit TLS to a STARTTLS server",
+        "STARTTLS to a server without it",
+        "plain to an implicit TLS server",
+    ],
 )
 def test_tls_handshake_failure_is_transient_and_named(
-    server_tls: str | None, use_tls: bool, use_ssl: bool, reason: str,
-    make_app: AppFactory, make_server: ServerFactory, caplog: pytest.LogCaptureFixture,
+    server_tls: str | None,
+    use_tls: bool,
+    use_ssl: bool,
+    reason: str,
+    make_app: AppFactory,
+    make_server: ServerFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     server = make_server(tls=server_tls)
-    app = make_app(server, MAIL_USE_TLS=use_tls, MAIL_USE_SSL=use_ssl, MAIL_TIMEOUT=0.5,
-                   MAIL_TLS_CA_FILE=server.cert_path or None)
+    app = make_app(
+        server,
+        MAIL_USE_TLS=use_tls,
+        MAIL_USE_SSL=use_ssl,
+        MAIL_TIMEOUT=0.5,
+        MAIL_TLS_CA_FILE=server.cert_path or None,
+    )
     enquiry_id = enqueue(app.test_client())
     assert deliver_all(app) == 0
     enquiry = load(app, enquiry_id)
@@ -173,14 +194,23 @@ PERMANENT = [
 ]
 
 
-@pytest.mark.parametrize("retry_args", [["{id}"], ["--all-failed"]], ids=["retry ID", "retry --all-failed"])
+@pytest.mark.parametrize(
+    "retry_args", [["{id}"], ["--all-failed"]], ids=["retry ID", "retry --all-failed"]
+)
 @pytest.mark.parametrize("case", PERMANENT, ids=lambda case: case.name)
 def test_permanent_fault_is_a_dead_letter_until_retried(
-    case: Permanent, retry_args: list[str], make_app: AppFactory, make_server: ServerFactory,
+    case: Permanent,
+    retry_args: list[str],
+    make_app: AppFactory,
+    make_server: ServerFactory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     server = make_server(auth=("user", "pw") if case.wrong_password else None)
-    login = {"MAIL_USERNAME": "user", "MAIL_PASSWORD": "not-the-password"} if case.wrong_password else {}
+    login = (
+        {"MAIL_USERNAME": "user", "MAIL_PASSWORD": "not-the-password"}
+        if case.wrong_password
+        else {}
+    )
     app = make_app(server, **login)
     client = app.test_client()
     enquiry_id = enqueue(client)
@@ -232,14 +262,19 @@ def test_permanent_fault_is_a_dead_letter_until_retried(
     assert app.test_client().get("/healthz").get_json()["status"] == "ok"
 
 
-def test_permanent_failure_does_not_hold_back_the_rest_of_the_batch(app: Flask, client, smtp_server,
-                                                                    caplog) -> None:
+def test_permanent_failure_does_not_hold_back_the_rest_of_the_batch(
+    app: Flask, client, smtp_server, caplog
+) -> None:
     ids = [enqueue(client) for _ in range(3)]
     smtp_server.fault = "data_554"
     assert deliver_all(app) == 0
     for enquiry_id in ids:
         enquiry = load(app, enquiry_id)
-        assert (enquiry.status, enquiry.attempts, enquiry.last_error) == ("failed", 1, "554 5.7.1 Rejected")
+        assert (enquiry.status, enquiry.attempts, enquiry.last_error) == (
+            "failed",
+            1,
+            "554 5.7.1 Rejected",
+        )
     assert len(records(caplog, logging.ERROR, "service.outbox")) == 3
 
 
@@ -257,7 +292,9 @@ def test_backoff_doubles_per_attempt_up_to_the_cap(attempts: int, seconds: int) 
         assert outbox.backoff(attempts) == timedelta(seconds=seconds)
 
 
-def test_retry_times_double_up_to_the_cap_through_real_failures(app: Flask, client, smtp_server) -> None:
+def test_retry_times_double_up_to_the_cap_through_real_failures(
+    app: Flask, client, smtp_server
+) -> None:
     app.config.update(OUTBOX_RETRY_BASE_SECONDS=30, OUTBOX_RETRY_MAX_SECONDS=200)
     enquiry_id = enqueue(client)
     smtp_server.refuse()
@@ -268,8 +305,11 @@ def test_retry_times_double_up_to_the_cap_through_real_failures(app: Flask, clie
         after = outbox.utcnow()
         enquiry = load(app, enquiry_id)
         assert (enquiry.status, enquiry.attempts) == ("pending", attempt)
-        assert_between(enquiry.next_attempt_at, before + timedelta(seconds=delay),
-                       after + timedelta(seconds=delay))
+        assert_between(
+            enquiry.next_attempt_at,
+            before + timedelta(seconds=delay),
+            after + timedelta(seconds=delay),
+        )
 
 
 @pytest.mark.parametrize(
@@ -282,8 +322,13 @@ def test_retry_times_double_up_to_the_cap_through_real_failures(app: Flask, clie
     ],
 )
 def test_transient_failures_give_up_after_the_window(
-    give_up_seconds: int, queued_seconds_ago: int, status: str,
-    app: Flask, client, smtp_server, caplog: pytest.LogCaptureFixture,
+    give_up_seconds: int,
+    queued_seconds_ago: int,
+    status: str,
+    app: Flask,
+    client,
+    smtp_server,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     app.config["OUTBOX_GIVE_UP_SECONDS"] = give_up_seconds
     enquiry_id = enqueue(client)
@@ -292,7 +337,11 @@ def test_transient_failures_give_up_after_the_window(
     assert deliver_all(app) == 0
 
     enquiry = load(app, enquiry_id)
-    assert (enquiry.status, enquiry.attempts, enquiry.last_error) == (status, 1, "451 4.3.0 Temporary failure")
+    assert (enquiry.status, enquiry.attempts, enquiry.last_error) == (
+        status,
+        1,
+        "451 4.3.0 Temporary failure",
+    )
     errors = records(caplog, logging.ERROR, "service")
     if status == "failed":
         assert enquiry.failed_at is not None
@@ -304,7 +353,9 @@ def test_transient_failures_give_up_after_the_window(
     assert personal_data_in(caplog.text) == []
 
 
-def test_a_retried_dead_letter_gets_a_fresh_give_up_window(app: Flask, client, smtp_server, runner) -> None:
+def test_a_retried_dead_letter_gets_a_fresh_give_up_window(
+    app: Flask, client, smtp_server, runner
+) -> None:
     app.config["OUTBOX_GIVE_UP_SECONDS"] = 1
     enquiry_id = enqueue(client)
     change(app, enquiry_id, queued_at=outbox.utcnow() - timedelta(seconds=5))
@@ -312,7 +363,9 @@ def test_a_retried_dead_letter_gets_a_fresh_give_up_window(app: Flask, client, s
     deliver_all(app)
     assert load(app, enquiry_id).status == "failed"
 
-    assert runner.invoke(args=["outbox", "retry", enquiry_id]).stdout == "Queued 1 enquiries again.\n"
+    assert (
+        runner.invoke(args=["outbox", "retry", enquiry_id]).stdout == "Queued 1 enquiries again.\n"
+    )
     deliver_all(app)  # still down, but the clock started again at the retry
     enquiry = load(app, enquiry_id)
     assert (enquiry.status, enquiry.attempts) == ("pending", 2)
@@ -335,7 +388,9 @@ def test_transient_failure_releases_the_rest_of_the_batch_uncounted(
         assert enquiry.status == "pending" and enquiry.lease_expires_at is None
         if enquiry is not tried:
             assert (enquiry.attempts, enquiry.last_error) == (0, None)
-            assert enquiry.next_attempt_at == tried.next_attempt_at, "they wait with the one that failed"
+            assert enquiry.next_attempt_at == tried.next_attempt_at, (
+                "they wait with the one that failed"
+            )
     assert len(records(caplog, logging.WARNING, "service.outbox")) == 1
 
     smtp_server.restore()
@@ -355,12 +410,16 @@ def test_transient_failure_in_the_middle_of_a_batch_keeps_what_was_sent(
     now = outbox.utcnow()
     for position, enquiry_id in enumerate(ids):  # the order the worker claims them in
         change(app, enquiry_id, next_attempt_at=now - timedelta(seconds=10 - position))
-    change(app, second, created_at=datetime(1, 1, 1, tzinfo=timezone.utc))
+    change(app, second, created_at=datetime(1, 1, 1, tzinfo=UTC))
 
     assert deliver_all(app) == 1
     done, broken, waiting = (load(app, enquiry_id) for enquiry_id in ids)
     assert (done.status, done.attempts) == ("sent", 1)
-    assert (broken.status, broken.attempts, broken.last_error) == ("pending", 1, "unexpected OverflowError")
+    assert (broken.status, broken.attempts, broken.last_error) == (
+        "pending",
+        1,
+        "unexpected OverflowError",
+    )
     assert (waiting.status, waiting.attempts, waiting.last_error) == ("pending", 0, None)
     assert waiting.next_attempt_at == broken.next_attempt_at
     [mail] = smtp_server.messages

@@ -1,4 +1,4 @@
-"""No personal data in logs or operator listings: canary values pushed through every path, then searched for."""
+"""No personal data in logs or listings: canary values sent down every path, then searched for."""
 
 from __future__ import annotations
 
@@ -36,7 +36,11 @@ FOREIGN_LOGGERS = ("mail.log",)
 
 def canaries_in(text: str) -> list[str]:
     """The canary fragments found in `text`."""
-    return [match.group(0) for pattern in (_CANARY_WORD, _CANARY_PHONE) for match in pattern.finditer(text)]
+    return [
+        match.group(0)
+        for pattern in (_CANARY_WORD, _CANARY_PHONE)
+        for match in pattern.finditer(text)
+    ]
 
 
 @pytest.fixture
@@ -48,7 +52,9 @@ def app_config(app_config: dict[str, Any]) -> dict[str, Any]:
 class Output:
     """Everything the process logged or printed during the test, gathered for searching."""
 
-    def __init__(self, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    def __init__(
+        self, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         self.caplog = caplog
         self.capsys = capsys
         self.printed = ""
@@ -72,7 +78,9 @@ class Output:
 
 
 @pytest.fixture
-def output(app: Flask, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> Output:
+def output(
+    app: Flask, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> Output:
     """Capture every log record at DEBUG (root logger included) and everything printed."""
     caplog.set_level(logging.DEBUG)
     return Output(caplog, capsys)
@@ -80,7 +88,9 @@ def output(app: Flask, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureF
 
 def post_api(client: FlaskClient, **overrides: Any) -> Any:
     """Send the canary enquiry (with any changes) through the JSON API."""
-    return client.post("/api/enquiries", json={**CANARY, "altcha": solve_captcha(client), **overrides})
+    return client.post(
+        "/api/enquiries", json={**CANARY, "altcha": solve_captcha(client), **overrides}
+    )
 
 
 def post_page(client: FlaskClient, with_csrf: bool = True, **overrides: Any) -> Any:
@@ -94,8 +104,10 @@ def post_page(client: FlaskClient, with_csrf: bool = True, **overrides: Any) -> 
 def listings(runner: FlaskCliRunner) -> str:
     """What an operator sees from the listing commands (stdout and stderr)."""
     results = [runner.invoke(args=["outbox", "status"])]
-    results += [runner.invoke(args=["outbox", "list", "--state", state])
-                for state in ("pending", "sending", "sent", "failed")]
+    results += [
+        runner.invoke(args=["outbox", "list", "--state", state])
+        for state in ("pending", "sending", "sent", "failed")
+    ]
     return "\n".join(result.output for result in results)
 
 
@@ -109,14 +121,20 @@ def test_canaries_are_findable(output: Output) -> None:
 
 
 def test_accepted_and_delivered_enquiries_leave_no_trace_in_logs(
-    app: Flask, client: FlaskClient, runner: FlaskCliRunner, smtp_server: SMTPTestServer, output: Output
+    app: Flask,
+    client: FlaskClient,
+    runner: FlaskCliRunner,
+    smtp_server: SMTPTestServer,
+    output: Output,
 ) -> None:
     api = post_api(client)
     assert api.status_code == 202
     assert post_page(client).status_code == 303
     assert deliver_all(app) == 2
     for mail in smtp_server.wait_for(2):  # the canaries did go all the way through
-        assert CANARY["name"] in mail.header("Subject") and CANARY["email"] in mail.header("Reply-To")
+        assert CANARY["name"] in mail.header("Subject") and CANARY["email"] in mail.header(
+            "Reply-To"
+        )
         assert CANARY_E164 in mail.text and CANARY["phone"] in mail.text
         assert "Canary-Message-7f3a" in mail.text
     output.assert_clean(listings(runner))
@@ -137,11 +155,21 @@ def test_accepted_and_delivered_enquiries_leave_no_trace_in_logs(
         {"message": "Canary-Message-7f3a " * 300},
         {"message": "Canary-Message-7f3a\x00"},
     ],
-    ids=["bad captcha", "bad email", "bad phone", "name with a line break", "message too long",
-         "message with a control character"],
+    ids=[
+        "bad captcha",
+        "bad email",
+        "bad phone",
+        "name with a line break",
+        "message too long",
+        "message with a control character",
+    ],
 )
 def test_rejected_enquiries_leave_no_trace_in_logs(
-    overrides: dict[str, str], app: Flask, client: FlaskClient, runner: FlaskCliRunner, output: Output
+    overrides: dict[str, str],
+    app: Flask,
+    client: FlaskClient,
+    runner: FlaskCliRunner,
+    output: Output,
 ) -> None:
     api = post_api(client, **overrides)
     assert api.status_code == 422
@@ -173,8 +201,13 @@ def test_an_expired_form_and_an_oversized_body_leave_no_trace_in_logs(
     ],
 )
 def test_smtp_failures_leave_no_trace_in_logs_or_listings(
-    fault: str, state: str, app: Flask, client: FlaskClient, runner: FlaskCliRunner,
-    smtp_server: SMTPTestServer, output: Output,
+    fault: str,
+    state: str,
+    app: Flask,
+    client: FlaskClient,
+    runner: FlaskCliRunner,
+    smtp_server: SMTPTestServer,
+    output: Output,
 ) -> None:
     enquiry_id = post_api(client).get_json()["id"]
     smtp_server.fault = fault
@@ -189,7 +222,11 @@ def test_smtp_failures_leave_no_trace_in_logs_or_listings(
 
 
 def test_a_crash_while_building_the_email_leaves_no_trace_in_logs(
-    app: Flask, client: FlaskClient, runner: FlaskCliRunner, smtp_server: SMTPTestServer, output: Output
+    app: Flask,
+    client: FlaskClient,
+    runner: FlaskCliRunner,
+    smtp_server: SMTPTestServer,
+    output: Output,
 ) -> None:
     app.config["CLINIC_TIMEZONE"] = "Nowhere/Atlantis"  # not a zone: building the email raises
     enquiry_id = post_api(client).get_json()["id"]
