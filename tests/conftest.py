@@ -6,7 +6,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import altcha
 import pytest
@@ -16,6 +16,9 @@ from sqlalchemy import create_engine, text
 
 from service import create_app
 from tests.smtp_server import SMTPTestServer
+
+if TYPE_CHECKING:
+    from tests.support import AppFactory, ServerFactory
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 POSTGRES_HINT = (
@@ -80,6 +83,24 @@ def app_config(database_url: str, smtp_server: SMTPTestServer, tmp_path: Any) ->
         "MAIL_DEFAULT_SENDER": "Contact form <forms@clinic.example>",
         "DELIVERY_WORKER": "external",
     }
+
+
+@pytest.fixture
+def make_app(app_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[AppFactory]:
+    """Build apps on the test's store with their own mail settings."""
+    from tests.support import AppFactory
+
+    with AppFactory(app_config, monkeypatch) as factory:
+        yield factory
+
+
+@pytest.fixture
+def make_server() -> Iterator[ServerFactory]:
+    """Start SMTP test servers with TLS or AUTH."""
+    from tests.support import ServerFactory
+
+    with ServerFactory() as factory:
+        yield factory
 
 
 @pytest.fixture

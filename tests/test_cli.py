@@ -27,19 +27,6 @@ from tests.support import (
 TEST_ADDRESS = "ops@clinic.example"
 
 
-@pytest.fixture
-def make_app(app_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[AppFactory]:
-    """Build apps on the test's store with their own mail settings."""
-    with AppFactory(app_config, monkeypatch) as factory:
-        yield factory
-
-
-@pytest.fixture
-def make_server() -> Iterator[ServerFactory]:
-    """Start SMTP test servers with TLS or AUTH."""
-    with ServerFactory() as factory:
-        yield factory
-
 
 @pytest.fixture
 def one_of_each(app: Flask, client: FlaskClient, smtp_server: SMTPTestServer) -> dict[str, str]:

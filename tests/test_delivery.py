@@ -7,14 +7,9 @@ from flask.testing import FlaskClient
 
 from service import outbox
 from service.models import Enquiry
-from tests.conftest import VALID, deliver_all, solve_captcha
+from tests.conftest import deliver_all
 from tests.smtp_server import SMTPTestServer
-
-
-def enqueue(client: FlaskClient, **overrides: str) -> str:
-    response = client.post("/api/enquiries", json={**VALID, **overrides, "altcha": solve_captcha(client)})
-    assert response.status_code == 202, response.get_json()
-    return response.get_json()["id"]
+from tests.support import enqueue
 
 
 def test_email_reaches_the_inbox_with_the_right_headers(app: Flask, client: FlaskClient, smtp_server) -> None:

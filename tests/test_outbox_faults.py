@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from flask import Flask
@@ -29,19 +27,6 @@ from tests.support import (
 
 NO_ENQUIRIES = {"pending": 0, "sending": 0, "sent": 0, "failed": 0}
 
-
-@pytest.fixture
-def make_app(app_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[AppFactory]:
-    """Build apps on the test's store with their own mail settings."""
-    with AppFactory(app_config, monkeypatch) as factory:
-        yield factory
-
-
-@pytest.fixture
-def make_server() -> Iterator[ServerFactory]:
-    """Start SMTP test servers with TLS or AUTH."""
-    with ServerFactory() as factory:
-        yield factory
 
 
 # --- transient faults: retried later, then delivered once ---------------------------------------
