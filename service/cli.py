@@ -100,7 +100,10 @@ def retry_command(enquiry_ids: tuple[str, ...], all_failed: bool) -> None:
 @click.option("--older-than", "older_than", default=None, help="Age like 30d, 12h; default RETENTION_DAYS.")
 def purge_command(older_than: str | None) -> None:
     """Erase the personal data of delivered enquiries past the retention period."""
-    age = _parse_age(older_than) if older_than else timedelta(days=current_app.config["RETENTION_DAYS"])
+    if older_than is None:
+        age = timedelta(days=current_app.config["RETENTION_DAYS"])
+    else:
+        age = _parse_age(older_than)
     click.echo(f"Erased the personal data of {outbox.purge(age)} delivered enquiries.")
 
 
@@ -134,6 +137,18 @@ def send_test_email(address: str) -> None:
 
 
 def _parse_age(text: str) -> timedelta:
+    # An empty age is a slip (say, a script's unset variable), not a request for RETENTION_DAYS;
+    # a negative one would erase every delivered enquiry, however recent.
+    if not text.strip():
+        raise click.BadParameter(
+            "is empty; give an age like 30d, 12h or 90m, or leave it out for RETENTION_DAYS",
+            param_hint="--older-than",
+        )
+    if text.strip().startswith("-"):
+        raise click.BadParameter(
+            "must not be negative; use a number and a unit: 30d, 12h or 90m",
+            param_hint="--older-than",
+        )
     match = re.fullmatch(r"\s*(\d+)\s*([dhm])\s*", text)
     if not match:
         raise click.BadParameter("use a number and a unit: 30d, 12h or 90m", param_hint="--older-than")

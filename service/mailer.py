@@ -93,6 +93,15 @@ def connect() -> SMTPConnection:
     return connection
 
 
+# The SMTP command each of smtplib's reply errors stands for.
+_STAGES: dict[type[smtplib.SMTPResponseException], str] = {
+    smtplib.SMTPConnectError: "greeting",
+    smtplib.SMTPHeloError: "HELO",
+    smtplib.SMTPSenderRefused: "MAIL",
+    smtplib.SMTPDataError: "DATA",
+}
+
+
 @dataclass(frozen=True)
 class Failure:
     """How a delivery attempt failed, in words fit for a log (no personal data)."""
@@ -106,12 +115,14 @@ def classify(error: BaseException) -> Failure:
     if isinstance(error, smtplib.SMTPRecipientsRefused):
         codes = sorted({code for code, _ in error.recipients.values()})
         permanent = any(code >= 500 for code in codes)
-        return Failure(permanent, f"recipients refused: {', '.join(map(str, codes))}")
+        return Failure(permanent, f"SMTP {', '.join(map(str, codes))} at RCPT")
     if isinstance(error, smtplib.SMTPAuthenticationError):
-        return Failure(True, f"authentication rejected: {error.smtp_code}")
+        return Failure(True, f"SMTP {error.smtp_code} at AUTH")
     if isinstance(error, smtplib.SMTPResponseException):
-        reply = _reply_text(error.smtp_error)
-        return Failure(error.smtp_code >= 500, f"{error.smtp_code} {reply}".strip())
+        # Only the code: the server's own words may quote the message, and so the visitor.
+        stage = _STAGES.get(type(error))
+        where = f" at {stage}" if stage else ""
+        return Failure(error.smtp_code >= 500, f"SMTP {error.smtp_code}{where}")
     if isinstance(error, ssl.SSLCertVerificationError):
         return Failure(False, f"TLS certificate rejected: {error.verify_message}")
     if isinstance(error, ssl.SSLError):
@@ -130,10 +141,3 @@ def classify(error: BaseException) -> Failure:
     if isinstance(error, (smtplib.SMTPException, OSError)):
         return Failure(False, type(error).__name__)
     return Failure(False, f"unexpected {type(error).__name__}")
-
-
-def _reply_text(raw: bytes | str) -> str:
-    # The server's own words are ours to log only up to a point: they may echo an address.
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    text = " ".join(text.split())
-    return text[:120] if "@" not in text else text.split(" ")[0]

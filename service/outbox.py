@@ -124,12 +124,17 @@ def release(enquiries: list[Enquiry], at: datetime | None = None) -> None:
             )
 
 
-def _failure_of(error: BaseException) -> mailer.Failure:
+def _failure_of(error: BaseException, enquiry: Enquiry, connected: bool) -> mailer.Failure:
     if isinstance(error, BadHeaderError):
         return mailer.Failure(True, "message has a bad header")
     failure = mailer.classify(error)
-    if failure.reason.startswith("unexpected"):
-        logger.error("unexpected error while delivering: %s", frames(error))
+    if not failure.reason.startswith("unexpected"):
+        return failure
+    logger.error("unexpected error while delivering enquiry %s: %s", enquiry.id, frames(error))
+    if connected:
+        # Past connect(), the error is this enquiry's own (a damaged record, a bug in building
+        # its email): it would recur on every retry and hold back the rest of each batch.
+        return mailer.Failure(True, failure.reason)
     return failure
 
 
@@ -151,7 +156,7 @@ def deliver(worker_id: str, should_stop: Callable[[], bool] = lambda: False) -> 
                     connection = mailer.connect()
                 connection.send(mailer.build_message(enquiry))
             except Exception as error:  # Every failure is recorded; none escapes the batch.
-                failure = _failure_of(error)
+                failure = _failure_of(error, enquiry, connected=connection is not None)
                 retry_at = mark_failed_attempt(enquiry, failure)
                 if connection is not None:
                     connection.close()

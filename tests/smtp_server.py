@@ -32,6 +32,8 @@ FAULTS = frozenset(
         "rcpt_550",
         "data_451",
         "data_554",
+        "data_451_quoting",
+        "data_550_quoting",
         "auth_535",
         "hang",
         "drop_after_data",
@@ -236,6 +238,14 @@ class _Handler:
             return "451 4.3.0 Temporary failure"
         if fault == "data_554":
             return "554 5.7.1 Rejected"
+        if fault in ("data_451_quoting", "data_550_quoting"):
+            # Some servers quote what they refuse: here, the message's Subject.
+            raw = envelope.original_content or b""
+            parsed = email.message_from_bytes(raw, policy=email.policy.default)
+            subject = " ".join(str(parsed.get("Subject", "")).split())
+            if fault == "data_451_quoting":
+                return f"451 4.7.1 Greylisted, try again later: {subject}"
+            return f"550 5.7.1 Refused as spam: {subject}"
         if fault == "hang_in_data":
             # Read after the 354 but never acknowledged: not accepted, so only kept in `stalled`.
             self._server._record(envelope, stalled=True)

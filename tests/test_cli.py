@@ -89,7 +89,7 @@ def test_list_shows_one_state_without_personal_data(
     [line] = result.stdout.splitlines()
     assert line.startswith(f"{one_of_each[state]}  received ")
     assert ("attempts 1" if state != "pending" else "attempts 0") in line
-    expected_error = "recipients refused: 550" if state == "failed" else "-"
+    expected_error = "SMTP 550 at RCPT" if state == "failed" else "-"
     assert line.endswith(f"last error: {expected_error}")
     others = [enquiry_id for name, enquiry_id in one_of_each.items() if name != state]
     assert not any(enquiry_id in result.output for enquiry_id in others)
@@ -121,7 +121,7 @@ def test_show_prints_one_enquiry_in_full(
         "phone: +61412345678",
         "status: failed",
         "attempts: 1",
-        "last_error: recipients refused: 550",
+        "last_error: SMTP 550 at RCPT",
     ):
         assert expected in lines
     assert f"message: {VALID['message']}" in result.stdout
@@ -263,6 +263,28 @@ def test_purge_with_a_bad_age_is_a_usage_error(
     assert "Erased" not in result.output
 
 
+@pytest.mark.parametrize("value", ["", "  "], ids=["empty", "blank"])
+def test_purge_with_an_empty_age_is_a_usage_error_and_erases_nothing(
+    value: str, app: Flask, runner: FlaskCliRunner, aged: dict[str, str]
+) -> None:
+    result = invoke(runner, "outbox", "purge", "--older-than", value)
+    assert result.exit_code == 2
+    assert "Error: Invalid value for --older-than: is empty;" in result.output
+    assert "leave it out for RETENTION_DAYS" in result.output
+    assert "Erased" not in result.output
+    assert load(app, aged["old sent"]).purged_at is None, "not a silent RETENTION_DAYS purge"
+
+
+@pytest.mark.parametrize("value", ["-1d", "-30d", " -2h", "-0m"])
+def test_purge_with_a_negative_age_is_a_usage_error(
+    value: str, store_free_runner: FlaskCliRunner
+) -> None:
+    result = invoke(store_free_runner, "outbox", "purge", "--older-than", value)
+    assert result.exit_code == 2
+    assert "Error: Invalid value for --older-than: must not be negative;" in result.output
+    assert "Erased" not in result.output
+
+
 # --- outbox work --------------------------------------------------------------------------------
 
 
@@ -324,8 +346,8 @@ def test_send_test_email_reaches_the_server(
     [
         ("refused", "Sending failed (temporary): ConnectionRefusedError"),
         ("hang", "Sending failed (temporary): timed out"),
-        ("auth_535", "Sending failed (permanent): authentication rejected: 535"),
-        ("rcpt_550", "Sending failed (permanent): recipients refused: 550"),
+        ("auth_535", "Sending failed (permanent): SMTP 535 at AUTH"),
+        ("rcpt_550", "Sending failed (permanent): SMTP 550 at RCPT"),
         (
             "untrusted",
             "Sending failed (temporary): TLS certificate rejected: self-signed certificate",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import smtplib
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -232,12 +233,48 @@ def test_a_crash_while_building_the_email_leaves_no_trace_in_logs(
     enquiry_id = post_api(client).get_json()["id"]
     assert deliver_all(app) == 0
     enquiry = load(app, enquiry_id)
-    assert (enquiry.status, enquiry.last_error) == ("pending", "unexpected ZoneInfoNotFoundError")
+    assert (enquiry.status, enquiry.last_error) == ("failed", "unexpected ZoneInfoNotFoundError")
     output.assert_clean(listings(runner))
-    [error] = records(output.caplog, logging.ERROR, "service.outbox")
-    assert "unexpected error while delivering: ZoneInfoNotFoundError" in error.getMessage()
+    [error, dead_letter] = records(output.caplog, logging.ERROR, "service.outbox")
+    expected = f"unexpected error while delivering enquiry {enquiry_id}: ZoneInfoNotFoundError"
+    assert expected in error.getMessage()
     assert "build_message" in error.getMessage(), "the traceback says where it happened"
+    assert f"enquiry {enquiry_id} is a dead letter" in dead_letter.getMessage()
     assert smtp_server.messages == []
+
+
+@pytest.mark.parametrize(
+    ("fault", "state", "reason"),
+    [
+        ("data_451_quoting", "pending", "SMTP 451 at DATA"),
+        ("data_550_quoting", "failed", "SMTP 550 at DATA"),
+    ],
+)
+def test_an_smtp_reply_quoting_the_visitor_leaves_no_trace_in_logs_or_listings(
+    fault: str,
+    state: str,
+    reason: str,
+    app: Flask,
+    client: FlaskClient,
+    runner: FlaskCliRunner,
+    smtp_server: SMTPTestServer,
+    output: Output,
+) -> None:
+    smtp_server.fault = fault
+    # The server really does quote the visitor's name back (its reply to a plain smtplib client).
+    with smtplib.SMTP(smtp_server.host, smtp_server.port, timeout=5) as smtp:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            smtp.sendmail("a@x.example", ["b@x.example"], f"Subject: {CANARY['name']}\r\n\r\nhi")
+    assert CANARY["name"] in refused.value.smtp_error.decode()
+
+    enquiry_id = post_api(client).get_json()["id"]
+    assert deliver_all(app) == 0
+    enquiry = load(app, enquiry_id)
+    assert (enquiry.status, enquiry.last_error) == (state, reason)
+    shown = runner.invoke(args=["outbox", "show", enquiry_id]).stdout
+    assert f"last_error: {reason}" in shown.splitlines()
+    logged = output.assert_clean(listings(runner))
+    assert reason in logged
 
 
 @pytest.fixture
