@@ -42,6 +42,16 @@ ENVIRONMENT_SETTINGS: dict[str, type] = {
     "OUTBOX_GIVE_UP_SECONDS": int,
     "RETENTION_DAYS": int,
     "LOG_LEVEL": str,
+    "ALLOWED_ORIGINS": str,
+    "THEME_FONT": str,
+    "THEME_TEXT": str,
+    "THEME_BACKGROUND": str,
+    "THEME_ACCENT": str,
+    "THEME_ACCENT_TEXT": str,
+    "THEME_ERROR": str,
+    "THEME_BORDER": str,
+    "THEME_RADIUS": str,
+    "THEME_STYLESHEET": str,
 }
 
 
@@ -58,7 +68,9 @@ def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
             try:
                 settings[name] = kind(raw)
             except ValueError:
-                raise ConfigurationError(f"{name} must be a {kind.__name__}, not {raw!r}.") from None
+                raise ConfigurationError(
+                    f"{name} must be a {kind.__name__}, not {raw!r}."
+                ) from None
     return settings
 
 
@@ -104,6 +116,9 @@ class Config:
     RETENTION_DAYS = 30
 
     LOG_LEVEL = "INFO"
+    # Sites that may frame the form and call the API, besides the service itself.
+    ALLOWED_ORIGINS = ""
+    # Lifetime of the signed token in each rendered form.
     WTF_CSRF_TIME_LIMIT = 6 * 3600
     MAX_CONTENT_LENGTH = 64 * 1024
 
@@ -113,7 +128,8 @@ class Config:
         for name in cls.REQUIRED:
             if not config.get(name):
                 raise ConfigurationError(
-                    f"{name} is not set: set the {name} environment variable before starting the service."
+                    f"{name} is not set: set the {name} environment variable "
+                    "before starting the service."
                 )
 
 
@@ -140,6 +156,7 @@ class ProductionConfig(Config):
     """A real deployment: secrets and the mail route must come from the environment."""
 
     REQUIRED = ("SECRET_KEY", "CLINIC_INBOX", "MAIL_SERVER", "MAIL_DEFAULT_SENDER")
+    # The form sets no cookie today; should one ever be added, it must not travel over plain HTTP.
     SESSION_COOKIE_SECURE = True
 
 

@@ -1,4 +1,4 @@
-"""A self-hosted contact-form service: the "Drop us a Line" form, stored safely and mailed to the clinic."""
+"""A self-hosted contact-form service: the "Drop us a Line" form, stored and mailed to a clinic."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import atexit
 import os
 import secrets
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Flask
 
@@ -45,6 +46,21 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
         raise ConfigurationError("DELIVERY_WORKER must be 'embedded' or 'external'.")
     if app.config["CAPTCHA_PROVIDER"] != "altcha":
         raise ConfigurationError("CAPTCHA_PROVIDER must be 'altcha'.")
+    check_timezone(app.config["CLINIC_TIMEZONE"])
+    from . import origins, theme
+
+    app.config["ALLOWED_ORIGINS"] = origins.parse(app.config["ALLOWED_ORIGINS"])
+    theme.check(app.config)
+
+
+def check_timezone(name: str) -> None:
+    """Stop start-up on an unknown CLINIC_TIMEZONE, rather than fail every email later."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(
+            f"CLINIC_TIMEZONE {name!r} is not a known time zone; use a name like Australia/Sydney."
+        ) from None
 
 
 def _development_secret(app: Flask) -> str:
@@ -64,27 +80,27 @@ def _development_secret(app: Flask) -> str:
 
 def register_extensions(app: Flask) -> None:
     """Bind the extensions; start the development mail catcher when no SMTP server is set."""
-    from .extensions import csrf, mail, store
+    from . import origins, security
+    from .extensions import mail, store
 
     if app.config["MAIL_CATCHER"] and not app.config["MAIL_SERVER"]:
         from .devmail import start_catcher
 
         start_catcher(app)
     store.init_app(app)
-    csrf.init_app(app)
     mail.init_app(app)
+    origins.init_app(app)
+    security.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:
-    """Mount the page, API and health routes."""
-    from .extensions import csrf
-    from .routes import api, health, pages
+    """Mount the page, embedding, API and health routes."""
+    from .routes import api, embed, health, pages
 
     app.register_blueprint(pages.bp)
+    app.register_blueprint(embed.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
-    # The API carries no cookie and no session: there is nothing for CSRF to protect.
-    csrf.exempt(api.bp)
 
 
 def register_cli(app: Flask) -> None:

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import altcha
 from flask import current_app
@@ -39,9 +39,7 @@ def _secret(purpose: str) -> bytes:
 
 def create_challenge() -> dict:
     """Return a fresh signed challenge for the widget, as JSON-ready data."""
-    expires = datetime.now(timezone.utc) + timedelta(
-        seconds=current_app.config["ALTCHA_EXPIRES_SECONDS"]
-    )
+    expires = datetime.now(UTC) + timedelta(seconds=current_app.config["ALTCHA_EXPIRES_SECONDS"])
     challenge = altcha.create_challenge(
         ALGORITHM,
         current_app.config["ALTCHA_COST"],
@@ -62,15 +60,18 @@ def verify(payload: str | None) -> Solution | None:
         return None
     if not result.verified:
         reason = (
-            "unreadable payload" if result.error
-            else "expired" if result.expired
-            else "bad signature" if result.invalid_signature
+            "unreadable payload"
+            if result.error
+            else "expired"
+            if result.expired
+            else "bad signature"
+            if result.invalid_signature
             else "wrong solution"
         )
         logger.info("captcha rejected: %s", reason)
         return None
     challenge = altcha.Payload.from_base64(payload).challenge
-    expires_at = datetime.fromtimestamp(int(challenge.parameters.expires_at), timezone.utc)
+    expires_at = datetime.fromtimestamp(int(challenge.parameters.expires_at), UTC)
     return Solution(key=str(challenge.signature), expires_at=expires_at)
 
 
@@ -95,6 +96,5 @@ def consume(session: Session, solution: Solution) -> bool:
 
 def forget_expired(session: Session, now: datetime | None = None) -> int:
     """Drop the records of solutions whose challenges have expired; return how many."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return session.execute(delete(UsedCaptcha).where(UsedCaptcha.expires_at < now)).rowcount
-

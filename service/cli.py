@@ -97,7 +97,9 @@ def retry_command(enquiry_ids: tuple[str, ...], all_failed: bool) -> None:
 
 
 @outbox_cli.command("purge")
-@click.option("--older-than", "older_than", default=None, help="Age like 30d, 12h; default RETENTION_DAYS.")
+@click.option(
+    "--older-than", "older_than", default=None, help="Age like 30d, 12h; default RETENTION_DAYS."
+)
 def purge_command(older_than: str | None) -> None:
     """Erase the personal data of delivered enquiries past the retention period."""
     if older_than is None:
@@ -113,9 +115,10 @@ def purge_command(older_than: str | None) -> None:
 def send_test_email(address: str) -> None:
     """Send a test email to ADDRESS with the configured SMTP settings, and report what failed."""
     config = current_app.config
+    tls = "STARTTLS" if config["MAIL_USE_TLS"] else "implicit" if config["MAIL_USE_SSL"] else "none"
     click.echo(
         f"Connecting to {config['MAIL_SERVER']}:{config['MAIL_PORT']}"
-        f" (TLS: {'STARTTLS' if config['MAIL_USE_TLS'] else 'implicit' if config['MAIL_USE_SSL'] else 'none'},"
+        f" (TLS: {tls},"
         f" login: {'yes' if config['MAIL_USERNAME'] else 'no'}, timeout {config['MAIL_TIMEOUT']}s)"
     )
     message = Message(
@@ -151,9 +154,15 @@ def _parse_age(text: str) -> timedelta:
         )
     match = re.fullmatch(r"\s*(\d+)\s*([dhm])\s*", text)
     if not match:
-        raise click.BadParameter("use a number and a unit: 30d, 12h or 90m", param_hint="--older-than")
+        raise click.BadParameter(
+            "use a number and a unit: 30d, 12h or 90m", param_hint="--older-than"
+        )
     amount, unit = int(match.group(1)), match.group(2)
-    return {"d": timedelta(days=amount), "h": timedelta(hours=amount), "m": timedelta(minutes=amount)}[unit]
+    return {
+        "d": timedelta(days=amount),
+        "h": timedelta(hours=amount),
+        "m": timedelta(minutes=amount),
+    }[unit]
 
 
 def _duration(seconds: float) -> str:

@@ -6,7 +6,7 @@ import logging
 import os
 import socket
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask
@@ -21,11 +21,13 @@ class _SaveToFolder:
         self.folder = folder
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         path = os.path.join(self.folder, f"{stamp}-{uuid.uuid4().hex[:8]}.eml")
         with open(path, "wb") as handle:
             handle.write(envelope.original_content or envelope.content)
-        logger.info("mail catcher: saved an email for %d recipient(s) to %s", len(envelope.rcpt_tos), path)
+        logger.info(
+            "mail catcher: saved an email for %d recipient(s) to %s", len(envelope.rcpt_tos), path
+        )
         return "250 Message accepted for delivery"
 
 
@@ -41,7 +43,9 @@ def start_catcher(app: Flask) -> None:
     controller = Controller(_SaveToFolder(folder), hostname="127.0.0.1", port=port)
     controller.start()
     app.extensions["mail_catcher"] = controller
-    app.config.update(MAIL_SERVER="127.0.0.1", MAIL_PORT=port, MAIL_USE_TLS=False, MAIL_USE_SSL=False)
+    app.config.update(
+        MAIL_SERVER="127.0.0.1", MAIL_PORT=port, MAIL_USE_TLS=False, MAIL_USE_SSL=False
+    )
     logger.info(
         "No MAIL_SERVER set: emails to the clinic are caught locally and saved under %s", folder
     )

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parseaddr
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from . import captcha
 from .extensions import store
 from .models import PENDING, Enquiry
+from .validation import CAPTCHA_FAILED
+
+if TYPE_CHECKING:
+    from .forms import EnquiryForm
+
+logger = logging.getLogger(__name__)
 
 
 class CaptchaReplayed(Exception):
@@ -25,9 +35,60 @@ def message_id_for(enquiry_id: str) -> str:
     return f"<enquiry-{enquiry_id}@{domain}>"
 
 
-def accept(fields: dict[str, Any], solution: captcha.Solution | None) -> Enquiry:
-    """Commit the enquiry to the outbox and mark its captcha used; raise CaptchaReplayed if taken."""
-    now = datetime.now(timezone.utc)
+def idempotency_key(kind: str, token: str | None, form: EnquiryForm) -> str | None:
+    """A digest of the client's token and the fields as posted: the same form sent twice."""
+    if not token:
+        return None
+    # The fields are part of the key: a visitor who goes back and writes a different message with
+    # the same page must not be told "thank you" for an enquiry that is then dropped.
+    parts = [
+        kind,
+        token,
+        *(str(form[name].data or "") for name in ("name", "email", "phone", "message")),
+    ]
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def find(key: str) -> Enquiry | None:
+    """The enquiry stored earlier under this idempotency key, if any."""
+    with store.session() as session:
+        return session.scalars(select(Enquiry).where(Enquiry.idempotency_key == key)).first()
+
+
+def submit(form: EnquiryForm, key: str | None, source: str) -> Enquiry | None:
+    """Store a valid enquiry once per key and wake the worker; None (form has errors) if not."""
+    earlier = find(key) if key else None
+    if earlier is None:
+        enquiry = _accept_valid(form, key)
+        if enquiry is not None:
+            current_app.extensions["outbox_notify"]()
+            logger.info("enquiry %s accepted from %s", enquiry.id, source)
+            return enquiry
+        # The captcha was refused: a twin of this post (a double click) may have been stored
+        # meanwhile with that same solution, and then this post is a repeat, not a robot.
+        if key is None or not form.altcha.errors or (earlier := find(key)) is None:
+            return None
+    form.altcha.errors = []
+    logger.info("enquiry %s sent again from %s; stored once", earlier.id, source)
+    return earlier
+
+
+def _accept_valid(form: EnquiryForm, key: str | None) -> Enquiry | None:
+    """Validate and store; None if invalid, or if the captcha or the key was taken meanwhile."""
+    if not form.validate():
+        return None
+    try:
+        return accept(form.cleaned, form.solution, key)
+    except (CaptchaReplayed, IntegrityError):  # IntegrityError: the key, committed by a twin
+        form.altcha.errors = [CAPTCHA_FAILED]
+        return None
+
+
+def accept(
+    fields: dict[str, Any], solution: captcha.Solution | None, key: str | None = None
+) -> Enquiry:
+    """Commit the enquiry to the outbox and mark its captcha used (CaptchaReplayed if taken)."""
+    now = datetime.now(UTC)
     enquiry_id = uuid.uuid4().hex
     enquiry = Enquiry(
         id=enquiry_id,
@@ -38,6 +99,7 @@ def accept(fields: dict[str, Any], solution: captcha.Solution | None) -> Enquiry
         message=fields["message"],
         page_url=fields.get("page_url"),
         message_id=message_id_for(enquiry_id),
+        idempotency_key=key,
         status=PENDING,
         attempts=0,
         queued_at=now,

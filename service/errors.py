@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, render_template, request
-from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from .logs import frames
@@ -14,11 +13,15 @@ logger = logging.getLogger(__name__)
 
 MESSAGES = {
     400: "The request could not be understood.",
+    403: "This request is not allowed.",
     404: "There is nothing at this address.",
     405: "This address does not accept that method.",
     413: "The message is too large. Please shorten it and try again.",
     415: "This kind of request body is not accepted here.",
-    500: "Something went wrong on our side. Your message was not sent; please try again or call the clinic.",
+    500: (
+        "Something went wrong on our side. Your message was not sent; "
+        "please try again or call the clinic."
+    ),
 }
 
 
@@ -27,7 +30,10 @@ def wants_json() -> bool:
     if request.path.startswith("/api/"):
         return True
     best = request.accept_mimetypes.best_match(["application/json", "text/html"])
-    return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+    return (
+        best == "application/json"
+        and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+    )
 
 
 def handle_http_error(error: HTTPException) -> tuple[object, int]:
@@ -40,19 +46,6 @@ def handle_http_error(error: HTTPException) -> tuple[object, int]:
     return render_template("error.html", title=error.name, message=message), code
 
 
-def handle_csrf_error(error: CSRFError) -> tuple[object, int]:
-    """The form's token is missing or stale: ask the visitor to reload rather than lose their words."""
-    logger.info("CSRF check failed: %s", error.description)
-    if request.endpoint == "pages.contact":
-        from .routes.pages import expired_form
-
-        return expired_form()
-    message = "This form has expired. Please reload the page and send your message again."
-    if wants_json():
-        return {"error": message}, 400
-    return render_template("error.html", title="Please reload the form", message=message), 400
-
-
 def handle_unexpected_error(error: Exception) -> tuple[object, int]:
     """Log the failure by type only (its message may hold personal data) and answer 500."""
     logger.error("unhandled error on %s %s: %s", request.method, request.path, frames(error))
@@ -61,6 +54,5 @@ def handle_unexpected_error(error: Exception) -> tuple[object, int]:
 
 def register_error_handlers(app: Flask) -> None:
     """Install the handlers."""
-    app.register_error_handler(CSRFError, handle_csrf_error)
     app.register_error_handler(HTTPException, handle_http_error)
     app.register_error_handler(Exception, handle_unexpected_error)

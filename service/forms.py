@@ -11,6 +11,7 @@ from wtforms.validators import ValidationError
 
 from . import captcha, validation
 from .extensions import store
+from .form_token import FormToken
 from .validation import FieldError
 
 FIELDS = ("name", "email", "phone", "message")
@@ -26,6 +27,10 @@ def _checked(check: Any, field: Field, *args: Any) -> Any:
 
 class EnquiryForm(FlaskForm):
     """Name, email, phone, message and the captcha; cleaned values land in `cleaned`."""
+
+    class Meta:
+        # A signed token in the form instead of Flask-WTF's session cookie: see form_token.py.
+        csrf_class = FormToken
 
     name = StringField("Name")
     email = StringField("Email")

@@ -1,4 +1,4 @@
-"""The email to the clinic: building it from an enquiry and handing it to SMTP through Flask-Mail."""
+"""The email to the clinic: built from an enquiry and handed to SMTP through Flask-Mail."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import smtplib
 import socket
 import ssl
 from dataclasses import dataclass
-from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from flask import current_app, render_template
@@ -56,7 +55,9 @@ class SMTPConnection(Connection):
         context = tls_context() if self.mail.use_ssl or self.mail.use_tls else None
         host: smtplib.SMTP
         if self.mail.use_ssl:
-            host = smtplib.SMTP_SSL(self.mail.server, self.mail.port, timeout=timeout, context=context)
+            host = smtplib.SMTP_SSL(
+                self.mail.server, self.mail.port, timeout=timeout, context=context
+            )
         else:
             host = smtplib.SMTP(self.mail.server, self.mail.port, timeout=timeout)
         try:

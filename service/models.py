@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from datetime import timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Dialect, Index, Integer, String, Text
@@ -24,13 +22,13 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the store")
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.astimezone(UTC).replace(tzinfo=None)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         """Read naive UTC back as aware."""
         if value is None:
             return None
-        return value.replace(tzinfo=timezone.utc)
+        return value.replace(tzinfo=UTC)
 
 
 class Base(DeclarativeBase):
@@ -62,7 +60,8 @@ class Enquiry(Base):
     message_id: Mapped[str] = mapped_column(String(255))
 
     status: Mapped[str] = mapped_column(String(16), default=PENDING)
-    # When it last entered the queue (on arrival, or by `outbox retry`): the give-up clock starts here.
+    # When it last entered the queue (on arrival, or by `outbox retry`): the give-up clock
+    # starts here.
     queued_at: Mapped[datetime] = mapped_column(UTCDateTime())
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())

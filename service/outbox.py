@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from flask import current_app
 from flask_mail import BadHeaderError
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 def utcnow() -> datetime:
     """The current time, timezone-aware, in UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def backoff(attempts: int) -> timedelta:
@@ -95,13 +95,20 @@ def mark_failed_attempt(enquiry: Enquiry, failure: mailer.Failure) -> datetime |
     if retry_at is None:
         why = "permanent failure" if failure.permanent else "gave up after retrying"
         logger.error(
-            "enquiry %s is a dead letter (%s, attempt %d): %s; see `flask outbox list --state failed`",
-            enquiry.id, why, enquiry.attempts, failure.reason,
+            "enquiry %s is a dead letter (%s, attempt %d): %s; "
+            "see `flask outbox list --state failed`",
+            enquiry.id,
+            why,
+            enquiry.attempts,
+            failure.reason,
         )
     else:
         logger.warning(
             "enquiry %s not delivered (attempt %d): %s; next try at %s",
-            enquiry.id, enquiry.attempts, failure.reason, retry_at.isoformat(timespec="seconds"),
+            enquiry.id,
+            enquiry.attempts,
+            failure.reason,
+            retry_at.isoformat(timespec="seconds"),
         )
     return retry_at
 
@@ -191,7 +198,7 @@ def status() -> Status:
             select(func.min(Enquiry.created_at)).where(Enquiry.status.in_((PENDING, SENDING)))
         )
     if oldest is not None and oldest.tzinfo is None:  # func.min bypasses the column type.
-        oldest = oldest.replace(tzinfo=timezone.utc)
+        oldest = oldest.replace(tzinfo=UTC)
     age = (utcnow() - oldest).total_seconds() if oldest is not None else None
     return Status(counts=counts, oldest_pending_seconds=age)
 
@@ -211,14 +218,18 @@ def retry(enquiry_ids: list[str] | None = None) -> int:
 
 
 def purge(older_than: timedelta) -> int:
-    """Erase the personal data of enquiries delivered longer ago than `older_than`; return how many."""
+    """Erase the personal data of enquiries delivered over `older_than` ago; return how many."""
     cutoff = utcnow() - older_than
     with store.transaction() as session:
         result = session.execute(
             update(Enquiry)
             .where(Enquiry.status == SENT, Enquiry.sent_at < cutoff, Enquiry.purged_at.is_(None))
-            .values(name=None, email=None, phone=None, message=None, page_url=None, purged_at=utcnow())
+            .values(
+                name=None, email=None, phone=None, message=None, page_url=None, purged_at=utcnow()
+            )
         )
     if result.rowcount:
-        logger.info("retention: erased the personal data of %d delivered enquiries", result.rowcount)
+        logger.info(
+            "retention: erased the personal data of %d delivered enquiries", result.rowcount
+        )
     return result.rowcount

@@ -35,9 +35,7 @@ class FieldError(ValueError):
 def _has_control(value: str, allowed: frozenset[str] = frozenset()) -> bool:
     # Cc (NUL, CR, LF and the other controls) and Zl/Zp (U+2028, U+2029): line breaks in all
     # their forms. Format characters (Cf) stay allowed: ZWNJ and ZWJ belong in names and emoji.
-    return any(
-        unicodedata.category(ch) in {"Cc", "Zl", "Zp"} and ch not in allowed for ch in value
-    )
+    return any(unicodedata.category(ch) in {"Cc", "Zl", "Zp"} and ch not in allowed for ch in value)
 
 
 def clean_name(value: str | None) -> str:

@@ -69,7 +69,10 @@ class Worker:
 
     def _housekeeping(self) -> None:
         # Once a day: the retention purge and the expired captcha records.
-        if time.monotonic() - self._last_housekeeping < PURGE_EVERY_SECONDS and self._last_housekeeping:
+        if (
+            time.monotonic() - self._last_housekeeping < PURGE_EVERY_SECONDS
+            and self._last_housekeeping
+        ):
             return
         self._last_housekeeping = time.monotonic()
         outbox.purge(timedelta(days=self.app.config["RETENTION_DAYS"]))

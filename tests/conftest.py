@@ -145,3 +145,42 @@ def deliver_all(app: Flask) -> int:
     from service.worker import Worker
 
     return Worker(app, "test").run_once()
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Any]:
+    """Playwright, to drive Debian's Chromium (it downloads no browser of its own)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="session")
+def browser_context(playwright: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Debian's Chromium, headless, on a profile that blocks third-party cookies."""
+    from tests.browser import CHROMIUM_ARGS, block_third_party_cookies, chromium_path
+
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    block_third_party_cookies(profile)
+    context = playwright.chromium.launch_persistent_context(
+        str(profile), executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS
+    )
+    context.set_default_timeout(15_000)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def page(browser_context: Any) -> Iterator[Any]:
+    """A fresh tab, with the console and CSP violations it reports collected in `page.problems`."""
+    tab = browser_context.new_page()
+    tab.problems = []
+    tab.on(
+        "console",
+        lambda message: message.type in {"error", "warning"} and tab.problems.append(message.text),
+    )
+    tab.on("pageerror", lambda error: tab.problems.append(str(error)))
+    yield tab
+    tab.close()
+    browser_context.clear_cookies()

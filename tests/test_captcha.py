@@ -37,7 +37,9 @@ def test_solved_challenge_is_accepted_once(client: FlaskClient) -> None:
     assert captcha_errors(replay) == [CAPTCHA_FAILED]
 
 
-def test_replay_is_refused_by_another_process_on_the_same_store(app_config, client, monkeypatch) -> None:
+def test_replay_is_refused_by_another_process_on_the_same_store(
+    app_config, client, monkeypatch
+) -> None:
     from service import create_app
 
     payload = solve_captcha(client)
@@ -64,12 +66,15 @@ def test_wrong_solution_is_refused(client: FlaskClient) -> None:
     challenge = altcha.Challenge.from_dict(client.get("/altcha/challenge").get_json())
     solution = altcha.solve_challenge(challenge)
     wrong = altcha.Solution(solution.counter + 1, solution.derived_key)
-    assert captcha_errors(submit(client, altcha.Payload(challenge, wrong).to_base64())) == [CAPTCHA_FAILED]
+    assert captcha_errors(submit(client, altcha.Payload(challenge, wrong).to_base64())) == [
+        CAPTCHA_FAILED
+    ]
 
 
 def test_challenge_signed_with_another_key_is_refused(client: FlaskClient) -> None:
-    forged = altcha.create_challenge("PBKDF2/SHA-256", 50, hmac_secret="guessed",
-                                     expires_at=int(time.time()) + 600)
+    forged = altcha.create_challenge(
+        "PBKDF2/SHA-256", 50, hmac_secret="guessed", expires_at=int(time.time()) + 600
+    )
     payload = altcha.Payload(forged, altcha.solve_challenge(forged)).to_base64()
     assert captcha_errors(submit(client, payload)) == [CAPTCHA_FAILED]
 
@@ -82,8 +87,13 @@ def test_tampered_challenge_is_refused(client: FlaskClient) -> None:
 
 
 def test_garbage_payloads_are_refused_without_error(client: FlaskClient) -> None:
-    for payload in ["x", "!!!", base64.b64encode(b"[]").decode(), base64.b64encode(b'{"challenge":1}').decode(),
-                    "A" * 5000]:
+    for payload in [
+        "x",
+        "!!!",
+        base64.b64encode(b"[]").decode(),
+        base64.b64encode(b'{"challenge":1}').decode(),
+        "A" * 5000,
+    ]:
         assert captcha_errors(submit(client, payload)) == [CAPTCHA_FAILED]
 
 

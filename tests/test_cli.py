@@ -27,7 +27,6 @@ from tests.support import (
 TEST_ADDRESS = "ops@clinic.example"
 
 
-
 @pytest.fixture
 def one_of_each(app: Flask, client: FlaskClient, smtp_server: SMTPTestServer) -> dict[str, str]:
     """Three enquiries: one sent, one failed (550 at RCPT), one pending; their ids by state."""

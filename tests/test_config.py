@@ -14,8 +14,12 @@ PRODUCTION = {
 }
 
 
-@pytest.mark.parametrize("missing", ["SECRET_KEY", "CLINIC_INBOX", "MAIL_SERVER", "MAIL_DEFAULT_SENDER"])
-def test_production_without_a_required_setting_stops_naming_it(monkeypatch, tmp_path, missing) -> None:
+@pytest.mark.parametrize(
+    "missing", ["SECRET_KEY", "CLINIC_INBOX", "MAIL_SERVER", "MAIL_DEFAULT_SENDER"]
+)
+def test_production_without_a_required_setting_stops_naming_it(
+    monkeypatch, tmp_path, missing
+) -> None:
     for name, value in PRODUCTION.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/x.sqlite3")
@@ -30,11 +34,15 @@ def test_production_starts_with_its_settings(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/x.sqlite3")
     monkeypatch.setenv("MAIL_PORT", "2525")
     monkeypatch.setenv("MAIL_USE_TLS", "true")
+    monkeypatch.setenv("ALLOWED_ORIGINS", "https://www.clinic.example/, https://CLINIC.example:443")
     app = create_app()
     try:
         assert app.config["MAIL_PORT"] == 2525 and app.config["MAIL_USE_TLS"] is True
         assert app.config["SESSION_COOKIE_SECURE"] is True
-        assert app.config["WTF_CSRF_ENABLED"] is not False
+        assert app.config["ALLOWED_ORIGINS"] == (
+            "https://www.clinic.example",
+            "https://clinic.example",
+        )
         assert app.test_client().get("/healthz").get_json()["status"] == "ok"
     finally:
         app.extensions["embedded_worker"].stop(5)
@@ -48,7 +56,9 @@ def test_unknown_environment_name_is_refused() -> None:
 
 def test_environment_values_are_typed_and_bad_ones_named() -> None:
     assert read_environment({"MAIL_PORT": "587", "MAIL_USE_SSL": "yes", "MAIL_TIMEOUT": "2.5"}) == {
-        "MAIL_PORT": 587, "MAIL_USE_SSL": True, "MAIL_TIMEOUT": 2.5,
+        "MAIL_PORT": 587,
+        "MAIL_USE_SSL": True,
+        "MAIL_TIMEOUT": 2.5,
     }
     with pytest.raises(ConfigurationError, match="MAIL_PORT"):
         read_environment({"MAIL_PORT": "smtp"})
@@ -57,7 +67,12 @@ def test_environment_values_are_typed_and_bad_ones_named() -> None:
 def test_no_secret_has_a_default_in_committed_code() -> None:
     import config
 
-    for cls in (config.Config, config.DevelopmentConfig, config.TestingConfig, config.ProductionConfig):
+    for cls in (
+        config.Config,
+        config.DevelopmentConfig,
+        config.TestingConfig,
+        config.ProductionConfig,
+    ):
         assert not getattr(cls, "SECRET_KEY", None)
         assert not getattr(cls, "MAIL_PASSWORD", None)
 
@@ -73,3 +88,61 @@ def test_development_generates_and_keeps_one_secret(monkeypatch, tmp_path) -> No
     finally:
         first.extensions["store"].engine.dispose()
         second.extensions["store"].engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "www.clinic.example",
+        "https://clinic.example/contact",
+        "ftp://clinic.example",
+        "https://",
+        "*",
+    ],
+)
+def test_a_malformed_allowed_origin_stops_start_up(value: str, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("SERVICE_ENV", "testing")
+    with pytest.raises(ConfigurationError, match="ALLOWED_ORIGINS"):
+        create_app(
+            {
+                "SECRET_KEY": "x",
+                "DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite3",
+                "ALLOWED_ORIGINS": value,
+            }
+        )
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("THEME_ACCENT", "red; } body { display: none"),
+        ("THEME_FONT", "x</style><script>"),
+        ("THEME_RADIUS", "url(https://evil.example/x)"),
+        ("THEME_STYLESHEET", "https://elsewhere.example/theme.css"),
+    ],
+)
+def test_a_theme_value_that_could_escape_its_css_stops_start_up(
+    setting: str, value: str, monkeypatch, tmp_path
+) -> None:
+    monkeypatch.setenv("SERVICE_ENV", "testing")
+    with pytest.raises(ConfigurationError, match=setting):
+        create_app(
+            {
+                "SECRET_KEY": "x",
+                "DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite3",
+                "ALLOWED_ORIGINS": "https://www.clinic.example",
+                setting: value,
+            }
+        )
+
+
+def test_an_unknown_clinic_timezone_stops_start_up(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("SERVICE_ENV", "testing")
+    with pytest.raises(ConfigurationError, match="CLINIC_TIMEZONE"):
+        create_app(
+            {
+                "SECRET_KEY": "x",
+                "DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite3",
+                "CLINIC_TIMEZONE": "Australia/Gotham",
+            }
+        )

@@ -1,4 +1,4 @@
-"""Delivery to the clinic's inbox through a real SMTP server: headers, both parts, escaping, once each."""
+"""Delivery to the clinic's inbox through a real SMTP server: headers, parts, escaping, once."""
 
 import time
 
@@ -12,7 +12,9 @@ from tests.smtp_server import SMTPTestServer
 from tests.support import enqueue
 
 
-def test_email_reaches_the_inbox_with_the_right_headers(app: Flask, client: FlaskClient, smtp_server) -> None:
+def test_email_reaches_the_inbox_with_the_right_headers(
+    app: Flask, client: FlaskClient, smtp_server
+) -> None:
     enquiry_id = enqueue(client, page="https://clinic.example/articles/sciatica")
     assert deliver_all(app) == 1
     [mail] = smtp_server.wait_for(1)
@@ -25,16 +27,25 @@ def test_email_reaches_the_inbox_with_the_right_headers(app: Flask, client: Flas
     assert mail.header("Message-ID") == f"<enquiry-{enquiry_id}@clinic.example>"
     assert mail.header("Date")
     text = mail.text
-    for expected in ("Jane Citizen", "jane.citizen@example.com", "+61 412 345 678", "+61412345678",
-                     "My lower back has been sore since Tuesday.\nCan I book for Friday?",
-                     "https://clinic.example/articles/sciatica", enquiry_id, "UTC"):
+    for expected in (
+        "Jane Citizen",
+        "jane.citizen@example.com",
+        "+61 412 345 678",
+        "+61412345678",
+        "My lower back has been sore since Tuesday.\nCan I book for Friday?",
+        "https://clinic.example/articles/sciatica",
+        enquiry_id,
+        "UTC",
+    ):
         assert expected in text
     assert 'href="tel:+61412345678"' in mail.html
     assert 'href="mailto:jane.citizen@example.com"' in mail.html
     assert "+61 412 345 678" in mail.html and enquiry_id in mail.html
 
 
-def test_received_time_is_in_the_clinic_time_zone(app: Flask, client: FlaskClient, smtp_server) -> None:
+def test_received_time_is_in_the_clinic_time_zone(
+    app: Flask, client: FlaskClient, smtp_server
+) -> None:
     app.config["CLINIC_TIMEZONE"] = "Australia/Sydney"
     enqueue(client)
     deliver_all(app)
@@ -54,7 +65,11 @@ def test_user_input_is_escaped_in_html_and_kept_verbatim_in_text(app, client, sm
     enqueue(client, name="Zoë <b>O'Brien</b>", message=hostile)
     deliver_all(app)
     [mail] = smtp_server.wait_for(1)
-    assert "<script>" not in mail.html and "<img" not in mail.html and '<a href="javascript' not in mail.html
+    assert (
+        "<script>" not in mail.html
+        and "<img" not in mail.html
+        and '<a href="javascript' not in mail.html
+    )
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in mail.html
     assert "&lt;b&gt;O&#39;Brien&lt;/b&gt;" in mail.html
     assert hostile in mail.text
@@ -62,8 +77,9 @@ def test_user_input_is_escaped_in_html_and_kept_verbatim_in_text(app, client, sm
     assert mail.header("Reply-To").endswith("<jane.citizen@example.com>")
 
 
-def test_smtp_down_at_submission_then_up_delivers_exactly_one(app: Flask, client: FlaskClient,
-                                                             smtp_server: SMTPTestServer) -> None:
+def test_smtp_down_at_submission_then_up_delivers_exactly_one(
+    app: Flask, client: FlaskClient, smtp_server: SMTPTestServer
+) -> None:
     smtp_server.refuse()
     enquiry_id = enqueue(client)  # accepted although SMTP is down: the response never waits on it
     assert deliver_all(app) == 0
@@ -97,7 +113,9 @@ def test_embedded_worker_delivers_without_being_asked(app_config, smtp_server, m
         app.extensions["store"].engine.dispose()
 
 
-def test_every_attempt_carries_the_same_message_id(app: Flask, client: FlaskClient, smtp_server) -> None:
+def test_every_attempt_carries_the_same_message_id(
+    app: Flask, client: FlaskClient, smtp_server
+) -> None:
     enquiry_id = enqueue(client)
     with app.app_context():
         from service import mailer

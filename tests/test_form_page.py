@@ -38,7 +38,9 @@ def test_form_page_has_the_fields_labels_and_hints(client: FlaskClient) -> None:
         assert script.status_code == 200
 
 
-def test_valid_form_is_stored_and_redirects_to_thanks(app, client: FlaskClient, smtp_server) -> None:
+def test_valid_form_is_stored_and_redirects_to_thanks(
+    app, client: FlaskClient, smtp_server
+) -> None:
     response = post_form(client)
     assert response.status_code == 303
     assert response.headers["Location"].endswith("/contact/thanks")
@@ -60,13 +62,17 @@ def test_post_without_csrf_token_is_refused_but_keeps_the_words(app, client: Fla
     token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
     with app.extensions["store"].sessions() as session:
         assert session.query(Enquiry).count() == 0
-    again = client.post("/contact", data={**VALID, "csrf_token": token, "altcha": solve_captcha(client)})
+    again = client.post(
+        "/contact", data={**VALID, "csrf_token": token, "altcha": solve_captcha(client)}
+    )
     assert again.status_code == 303
 
 
 def test_forged_csrf_token_is_refused(app, client: FlaskClient) -> None:
     csrf_token(client)
-    response = client.post("/contact", data={**VALID, "csrf_token": "forged", "altcha": solve_captcha(client)})
+    response = client.post(
+        "/contact", data={**VALID, "csrf_token": "forged", "altcha": solve_captcha(client)}
+    )
     assert response.status_code == 400
     with app.extensions["store"].sessions() as session:
         assert session.query(Enquiry).count() == 0
@@ -82,7 +88,9 @@ def test_forged_csrf_token_is_refused(app, client: FlaskClient) -> None:
         ("message", "", "Please enter a message."),
     ],
 )
-def test_each_error_is_shown_next_to_its_field(client: FlaskClient, field: str, value: str, text: str) -> None:
+def test_each_error_is_shown_next_to_its_field(
+    client: FlaskClient, field: str, value: str, text: str
+) -> None:
     response = post_form(client, **{field: value})
     assert response.status_code == 422
     page = response.get_data(as_text=True)
@@ -109,7 +117,9 @@ def test_values_are_escaped_when_the_form_comes_back(client: FlaskClient) -> Non
 
 
 def test_form_remembers_the_page_it_was_on(app, client: FlaskClient) -> None:
-    page = client.get("/contact?page=https://clinic.example/articles/back-pain").get_data(as_text=True)
+    page = client.get("/contact?page=https://clinic.example/articles/back-pain").get_data(
+        as_text=True
+    )
     assert 'value="https://clinic.example/articles/back-pain"' in page
     response = post_form(client, page="https://clinic.example/articles/back-pain")
     assert response.status_code == 303

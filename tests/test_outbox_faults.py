@@ -31,7 +31,6 @@ from tests.support import (
 NO_ENQUIRIES = {"pending": 0, "sending": 0, "sent": 0, "failed": 0}
 
 
-
 # --- transient faults: retried later, then delivered once ---------------------------------------
 
 

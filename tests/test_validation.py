@@ -19,10 +19,22 @@ def test_valid_email_is_normalised(value: str, expected: str) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["", "   ", "jane", "jane@", "@example.com", "jane@example", "jane@@example.com",
-     "jane example@example.com", "jane@example.com\nBcc: x@evil.example",
-     "=?UTF-8?Q?=0A?=Bcc:x@evil.example", "jane@example.com\u2028", "ja\x00ne@example.com",
-     "jane@localhost", "jane@example.com\r\n"],
+    [
+        "",
+        "   ",
+        "jane",
+        "jane@",
+        "@example.com",
+        "jane@example",
+        "jane@@example.com",
+        "jane example@example.com",
+        "jane@example.com\nBcc: x@evil.example",
+        "=?UTF-8?Q?=0A?=Bcc:x@evil.example",
+        "jane@example.com\u2028",
+        "ja\x00ne@example.com",
+        "jane@localhost",
+        "jane@example.com\r\n",
+    ],
 )
 def test_invalid_email_says_invalid_email(value: str) -> None:
     with pytest.raises(v.FieldError, match="^Invalid Email$"):
@@ -46,8 +58,18 @@ def test_valid_phone_is_stored_as_e164(value: str, region: str, e164: str) -> No
 
 @pytest.mark.parametrize(
     "value",
-    ["", "123", "0412 345", "0412 345 678 999", "not a number", "+61 1234",
-     "0000 000 000", "+999 123 456 789", "0412\n345678", "1" * 50],
+    [
+        "",
+        "123",
+        "0412 345",
+        "0412 345 678 999",
+        "not a number",
+        "+61 1234",
+        "0000 000 000",
+        "+999 123 456 789",
+        "0412\n345678",
+        "1" * 50,
+    ],
 )
 def test_invalid_phone_says_invalid_number(value: str) -> None:
     with pytest.raises(v.FieldError, match="^Invalid Number$"):
@@ -84,15 +106,22 @@ def test_bad_name_gets_a_clear_text(value: str, expected: str) -> None:
         v.clean_name(value)
 
 
-@pytest.mark.parametrize("value", ["Jane Citizen", "Zoë O'Brien-Nguyễn", "x" * 100, "محمد\u200cرضا"])
+@pytest.mark.parametrize(
+    "value", ["Jane Citizen", "Zoë O'Brien-Nguyễn", "x" * 100, "محمد\u200cرضا"]
+)
 def test_plain_names_are_kept(value: str) -> None:
     assert v.clean_name(f"  {value} ") == value
 
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("", v.MESSAGE_REQUIRED), ("  \n ", v.MESSAGE_REQUIRED), ("x" * 5001, v.MESSAGE_TOO_LONG),
-     ("bell\x07", v.MESSAGE_NOT_PLAIN), ("nul\x00", v.MESSAGE_NOT_PLAIN)],
+    [
+        ("", v.MESSAGE_REQUIRED),
+        ("  \n ", v.MESSAGE_REQUIRED),
+        ("x" * 5001, v.MESSAGE_TOO_LONG),
+        ("bell\x07", v.MESSAGE_NOT_PLAIN),
+        ("nul\x00", v.MESSAGE_NOT_PLAIN),
+    ],
 )
 def test_bad_message_gets_a_clear_text(value: str, expected: str) -> None:
     with pytest.raises(v.FieldError, match=f"^{expected}$"):
@@ -106,9 +135,18 @@ def test_message_keeps_lines_and_normalises_line_ends() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("https://clinic.example/articles/back-pain?x=1", "https://clinic.example/articles/back-pain?x=1"),
-     ("javascript:alert(1)", None), ("", None), (None, None), ("http://a.example/\nx", None),
-     ("ftp://clinic.example/", None), ("https://" + "a" * 2000, None)],
+    [
+        (
+            "https://clinic.example/articles/back-pain?x=1",
+            "https://clinic.example/articles/back-pain?x=1",
+        ),
+        ("javascript:alert(1)", None),
+        ("", None),
+        (None, None),
+        ("http://a.example/\nx", None),
+        ("ftp://clinic.example/", None),
+        ("https://" + "a" * 2000, None),
+    ],
 )
 def test_page_url_is_kept_only_when_plain(value: str | None, expected: str | None) -> None:
     assert v.clean_page_url(value) == expected

@@ -4,23 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, current_app, request
+from flask import Blueprint, abort, request
 from werkzeug.datastructures import MultiDict
 
 from .. import enquiries
 from ..forms import EnquiryForm
-from ..validation import CAPTCHA_FAILED
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 ACCEPTED_KEYS = ("name", "email", "phone", "message", "altcha", "page")
+BAD_IDEMPOTENCY_KEY = "The Idempotency-Key header must be 1 to 200 printable ASCII characters."
 NOT_AN_OBJECT = (
     "The request body must be a JSON object with the fields name, email, phone, message and altcha."
 )
 
 
 def _as_text(value: Any) -> str:
-    # Numbers are fine (a phone number sent as 0412345678); lists, objects and null count as missing.
+    # Numbers are fine (a phone number sent as 0412345678); lists, objects and null count as
+    # missing.
     if isinstance(value, str):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -40,14 +41,13 @@ def create_enquiry() -> tuple[dict, int]:
     if "page" not in formdata and request.referrer:
         formdata["page"] = request.referrer
     form = EnquiryForm(formdata=formdata, meta={"csrf": False})
-    if form.validate():
-        try:
-            enquiry = enquiries.accept(form.cleaned, form.solution)
-        except enquiries.CaptchaReplayed:
-            form.altcha.errors = [CAPTCHA_FAILED]
-        else:
-            current_app.extensions["outbox_notify"]()
-            current_app.logger.info("enquiry %s accepted from the API", enquiry.id)
-            return {"id": enquiry.id, "status": "queued"}, 202
+    token = request.headers.get("Idempotency-Key")
+    if token is not None and not (
+        0 < len(token) <= 200 and token.isascii() and token.isprintable()
+    ):
+        abort(400, description=BAD_IDEMPOTENCY_KEY)
+    enquiry = enquiries.submit(form, enquiries.idempotency_key("api", token, form), "the API")
+    if enquiry is not None:
+        return {"id": enquiry.id, "status": "queued"}, 202
     errors = {name: list(field.errors) for name, field in form._fields.items() if field.errors}
     return {"errors": errors}, 422

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
-from .. import captcha, enquiries
+from .. import captcha, enquiries, form_token
 from ..forms import EnquiryForm
-from ..validation import CAPTCHA_FAILED, clean_page_url
+from ..validation import clean_page_url
 
 bp = Blueprint("pages", __name__)
 
@@ -23,23 +32,15 @@ def contact_form() -> str:
 def contact() -> Response | tuple[str, int]:
     """Validate and store an enquiry, then redirect (303) so a refresh cannot send it twice."""
     form = EnquiryForm()
-    if form.validate():
-        try:
-            enquiry = enquiries.accept(form.cleaned, form.solution)
-        except enquiries.CaptchaReplayed:
-            form.altcha.errors = [CAPTCHA_FAILED]
-        else:
-            current_app.extensions["outbox_notify"]()
-            current_app.logger.info("enquiry %s accepted from the form page", enquiry.id)
-            return redirect(url_for("pages.thanks"), code=303)
+    token = form_token.read(form.csrf_token.data)
+    if token is None:
+        # A stale or missing token: show the form again with the visitor's words and a new token.
+        current_app.logger.info("CSRF check failed: the form's token is missing, forged or expired")
+        return render_template("contact.html", form=form, notice=form_token.EXPIRED), 400
+    key = enquiries.idempotency_key("form", token, form)
+    if enquiries.submit(form, key, "the form page") is not None:
+        return redirect(url_for("pages.thanks"), code=303)
     return render_template("contact.html", form=form), 422
-
-
-def expired_form() -> tuple[str, int]:
-    """The form again after a failed CSRF check, with the visitor's words kept and a fresh token."""
-    form = EnquiryForm()
-    notice = "This form had expired. Please check your details and press Send again."
-    return render_template("contact.html", form=form, notice=notice), 400
 
 
 @bp.get("/contact/thanks")

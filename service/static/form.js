@@ -1,16 +1,71 @@
-// Progressive enhancement for the contact form: no double submission, focus on errors.
+// Progressive enhancement for the form: no double submission, focus on errors, and, inside an
+// iframe placed by embed.js, telling the host page how tall the form is.
 (function () {
   "use strict";
-  var form = document.querySelector("form[data-contact-form]");
   var summary = document.getElementById("error-summary");
-  if (summary) { summary.focus(); }
-  if (!form) { return; }
-  form.addEventListener("submit", function (event) {
-    var button = form.querySelector("button[type=submit]");
-    if (form.dataset.submitting === "1") { event.preventDefault(); return; }
-    form.dataset.submitting = "1";
-    if (button) { button.disabled = true; }
-    var status = form.querySelector(".status");
-    if (status) { status.textContent = "Sending your message\u2026"; }
-  });
+  if (summary) {
+    summary.focus();
+    // A summary link moves focus to its field; the captcha's to the widget's checkbox.
+    summary.addEventListener("click", function (event) {
+      var link = event.target.closest("a[href^='#']");
+      var target = link && document.getElementById(link.getAttribute("href").slice(1));
+      if (!target) { return; }
+      var control = target.matches("input, textarea") ? target : target.querySelector("input[type=checkbox]");
+      if (!control) { return; }
+      event.preventDefault();
+      control.focus();
+      control.scrollIntoView({ block: "center" });
+    });
+  }
+  linkCaptchaError();
+
+  var form = document.querySelector("form[data-contact-form]");
+  if (form) {
+    form.addEventListener("submit", function (event) {
+      if (form.getAttribute("data-submitting")) { event.preventDefault(); return; }
+      form.setAttribute("data-submitting", "1");
+      var button = form.querySelector("button[type=submit]");
+      if (button) { button.disabled = true; }
+      var status = form.querySelector(".status");
+      if (status) { status.textContent = "Sending your message\u2026"; }
+    });
+    // Back from the thank-you page restores this page as it was: make it usable again.
+    window.addEventListener("pageshow", function (event) {
+      if (!event.persisted) { return; }
+      form.removeAttribute("data-submitting");
+      var button = form.querySelector("button[type=submit]");
+      if (button) { button.disabled = false; }
+      var status = form.querySelector(".status");
+      if (status) { status.textContent = ""; }
+    });
+  }
+
+  // The widget draws its checkbox itself: tie the captcha's error text to it once it exists.
+  function linkCaptchaError() {
+    var error = document.getElementById("altcha-error");
+    if (!error || !window.customElements) { return; }
+    window.customElements.whenDefined("altcha-widget").then(function () {
+      var tries = 0;
+      (function link() {
+        var checkbox = document.querySelector("altcha-widget input[type=checkbox]");
+        if (checkbox) {
+          checkbox.setAttribute("aria-describedby", "altcha-error");
+          checkbox.setAttribute("aria-invalid", "true");
+        } else if (tries++ < 50) {
+          window.setTimeout(link, 50);
+        }
+      })();
+    });
+  }
+
+  if (window.parent === window || !window.ResizeObserver) { return; }
+  // After a post (errors or thanks) the host page should bring the form into view.
+  var reveal = !!(summary || document.querySelector("[data-reveal]"));
+  function report() {
+    // Only the height is sent, so any host may hear it; embed.js checks that it came from us.
+    var height = document.documentElement.getBoundingClientRect().height;
+    window.parent.postMessage({ type: "contact-form:height", height: height, reveal: reveal }, "*");
+    reveal = false;
+  }
+  new ResizeObserver(report).observe(document.documentElement);
 })();
