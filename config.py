@@ -31,6 +31,16 @@ ENVIRONMENT_SETTINGS: dict[str, type] = {
     "AUTO_MIGRATE": bool,
     "PHONE_DEFAULT_REGION": str,
     "CAPTCHA_PROVIDER": str,
+    "CAPTCHA_SITE_KEY": str,
+    "CAPTCHA_SECRET_KEY": str,
+    "CAPTCHA_VERIFY_URL": str,
+    "CAPTCHA_TIMEOUT": float,
+    "FORM_MIN_FILL_SECONDS": float,
+    "RATELIMIT_STORAGE_URI": str,
+    "REDIS_URL": str,
+    "RATELIMIT_PER_CLIENT": str,
+    "RATELIMIT_GLOBAL": str,
+    "TRUSTED_PROXIES": int,
     "ALTCHA_COST": int,
     "ALTCHA_EXPIRES_SECONDS": int,
     "DELIVERY_WORKER": str,
@@ -102,7 +112,21 @@ class Config:
     AUTO_MIGRATE = None  # None: migrate on start-up for SQLite only
 
     PHONE_DEFAULT_REGION = "AU"
-    CAPTCHA_PROVIDER = "altcha"
+    CAPTCHA_PROVIDER = "altcha"  # or recaptcha, hcaptcha, turnstile
+    CAPTCHA_SITE_KEY = ""
+    CAPTCHA_SECRET_KEY = ""
+    CAPTCHA_VERIFY_URL = ""  # empty: the provider's own siteverify address
+    CAPTCHA_TIMEOUT = 5.0
+    # A form sent sooner than this after it was shown was filled in by a robot.
+    FORM_MIN_FILL_SECONDS = 3.0
+
+    # memory:// counts per process; redis://host:6379/0 shares the counts between processes.
+    RATELIMIT_STORAGE_URI = "memory://"
+    REDIS_URL = ""  # the captcha replay store's Redis, if not RATELIMIT_STORAGE_URI's
+    RATELIMIT_PER_CLIENT = "5 per minute;30 per hour"
+    RATELIMIT_GLOBAL = "300 per hour"
+    # How many proxies in front of the service set X-Forwarded-For; 0 believes none.
+    TRUSTED_PROXIES = 0
     ALTCHA_COST = 5000
     ALTCHA_EXPIRES_SECONDS = 600
 
@@ -150,6 +174,9 @@ class TestingConfig(Config):
     MAIL_DEFAULT_SENDER = "Contact form <forms@clinic.example>"
     MAIL_TIMEOUT = 5.0
     ALTCHA_COST = 50
+    # Tests post as fast as a robot; the ones about the spam traps and limits set their own.
+    FORM_MIN_FILL_SECONDS = 0.0
+    RATELIMIT_ENABLED = False
 
 
 class ProductionConfig(Config):

@@ -80,7 +80,7 @@ def _development_secret(app: Flask) -> str:
 
 def register_extensions(app: Flask) -> None:
     """Bind the extensions; start the development mail catcher when no SMTP server is set."""
-    from . import origins, security
+    from . import limits, origins, security
     from .extensions import mail, store
 
     if app.config["MAIL_CATCHER"] and not app.config["MAIL_SERVER"]:
@@ -91,6 +91,12 @@ def register_extensions(app: Flask) -> None:
     mail.init_app(app)
     origins.init_app(app)
     security.init_app(app)
+    limits.init_app(app)
+    if app.config["TRUSTED_PROXIES"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
 
 
 def register_blueprints(app: Flask) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, render_template, request
+from flask_limiter.errors import RateLimitExceeded
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from . import limits
 from .logs import frames
 
 logger = logging.getLogger(__name__)
@@ -46,6 +48,24 @@ def handle_http_error(error: HTTPException) -> tuple[object, int]:
     return render_template("error.html", title=error.name, message=message), code
 
 
+def handle_rate_limited(error: RateLimitExceeded) -> tuple[object, int, dict[str, str]]:
+    """Over the limit: say when to try again, keep the visitor's words, and count it."""
+    from . import metrics
+    from .forms import EnquiryForm
+
+    seconds = limits.retry_after_seconds()
+    text = limits.too_many_text(seconds)
+    headers = {"Retry-After": str(seconds)}
+    route = "api" if request.path.startswith("/api/") else "page"
+    metrics.count_submission(route, "rate_limited")
+    logger.warning(
+        "submission refused: rate limit %s reached on %s", error.description, request.path
+    )
+    if wants_json() or request.endpoint != "pages.contact":
+        return {"error": text}, 429, headers
+    return render_template("contact.html", form=EnquiryForm(), notice=text), 429, headers
+
+
 def handle_unexpected_error(error: Exception) -> tuple[object, int]:
     """Log the failure by type only (its message may hold personal data) and answer 500."""
     logger.error("unhandled error on %s %s: %s", request.method, request.path, frames(error))
@@ -54,5 +74,6 @@ def handle_unexpected_error(error: Exception) -> tuple[object, int]:
 
 def register_error_handlers(app: Flask) -> None:
     """Install the handlers."""
+    app.register_error_handler(RateLimitExceeded, handle_rate_limited)
     app.register_error_handler(HTTPException, handle_http_error)
     app.register_error_handler(Exception, handle_unexpected_error)

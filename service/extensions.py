@@ -2,7 +2,9 @@
 
 from flask_mail import Mail
 
+from .limits import limiter
 from .store import Store
 
 mail = Mail()
 store = Store()
+__all__ = ["limiter", "mail", "store"]

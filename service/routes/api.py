@@ -9,6 +9,7 @@ from werkzeug.datastructures import MultiDict
 
 from .. import enquiries
 from ..forms import EnquiryForm
+from ..limits import limit_submissions
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -30,6 +31,7 @@ def _as_text(value: Any) -> str:
 
 
 @bp.post("/enquiries")
+@limit_submissions
 def create_enquiry() -> tuple[dict, int]:
     """Validate and store an enquiry sent as JSON; 202 once it is safely queued."""
     if not request.is_json:

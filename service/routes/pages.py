@@ -15,6 +15,7 @@ from flask import (
 
 from .. import captcha, enquiries, form_token
 from ..forms import EnquiryForm
+from ..limits import limit_submissions
 from ..validation import clean_page_url
 
 bp = Blueprint("pages", __name__)
@@ -29,6 +30,7 @@ def contact_form() -> str:
 
 
 @bp.post("/contact")
+@limit_submissions
 def contact() -> Response | tuple[str, int]:
     """Validate and store an enquiry, then redirect (303) so a refresh cannot send it twice."""
     form = EnquiryForm()
