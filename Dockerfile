@@ -14,7 +14,7 @@ COPY requirements.txt .
 RUN pip install -r requirements.txt
 
 RUN useradd --create-home --uid 10001 service
-COPY --chown=service:service config.py wsgi.py ./
+COPY --chown=service:service config.py wsgi.py gunicorn.conf.py ./
 COPY --chown=service:service service ./service
 # The instance folder holds the SQLite store by default: mount a volume here to keep it.
 RUN mkdir -p /app/instance && chown service:service /app/instance
@@ -26,4 +26,6 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
 
 # One process by default: the embedded delivery worker runs inside it. For a separate worker,
 # set DELIVERY_WORKER=external here and run the same image as: flask --app wsgi outbox work
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "1", "--threads", "4", "--timeout", "30", "--graceful-timeout", "40", "wsgi:app"]
+# gunicorn.conf.py: one worker with 4 threads on 0.0.0.0:8000 (WEB_CONCURRENCY for more workers,
+# with RATELIMIT_STORAGE_URI=redis://... so that they share one count).
+CMD ["gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"]

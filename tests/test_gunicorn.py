@@ -1,13 +1,7 @@
 """`gunicorn wsgi:app` configured only by environment: form and JSON reach the inbox once each."""
 
-import http.client
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,24 +11,17 @@ import altcha
 import pytest
 
 from tests.conftest import VALID
+from tests.processes import Gunicorn, request
 from tests.smtp_server import SMTPTestServer
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def server(database_url: str, smtp_server: SMTPTestServer, tmp_path: Path) -> Iterator[int]:
     """gunicorn serving wsgi:app in production mode, configured only through the environment."""
-    port = free_port()
     env = {
-        "PATH": os.environ["PATH"],
         "SERVICE_ENV": "production",
         "SECRET_KEY": "gunicorn-test-secret",
         "CLINIC_INBOX": "front-desk@clinic.example",
@@ -45,52 +32,8 @@ def server(database_url: str, smtp_server: SMTPTestServer, tmp_path: Path) -> It
         "AUTO_MIGRATE": "true",
         "OUTBOX_POLL_SECONDS": "0.5",
     }
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    log = open(tmp_path / "gunicorn.log", "wb")
-    process = subprocess.Popen(
-        [str(gunicorn), "--bind", f"127.0.0.1:{port}", "--workers", "2", "wsgi:app"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                status, _, _ = request(port, "GET", "/healthz")
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()
-            assert time.monotonic() < deadline, "gunicorn did not come up"
-            time.sleep(0.2)
-        yield port
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-
-
-def request(
-    port: int,
-    method: str,
-    path: str,
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
-        connection.close()
+    with Gunicorn(env, tmp_path / "gunicorn.log", workers=2) as gunicorn:
+        yield gunicorn.port
 
 
 def solve(port: int) -> str:

@@ -37,7 +37,7 @@ def test_dockerfile_is_slim_non_root_and_checks_health() -> None:
     assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", DOCKERFILE, re.M)
     assert re.search(r'^CMD \["gunicorn".*"wsgi:app"\]', DOCKERFILE, re.M)
     assert "SERVICE_ENV=production" in DOCKERFILE
-    for copied in ("config.py", "wsgi.py", "service"):
+    for copied in ("config.py", "wsgi.py", "gunicorn.conf.py", "service"):
         assert copied in DOCKERFILE
 
 

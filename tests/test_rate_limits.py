@@ -1,0 +1,161 @@
+"""Rate limits on the submitting routes: per client address, for everyone, behind proxies, in Redis."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
+
+from tests.conftest import VALID, csrf_token
+
+REDIS = "redis://127.0.0.1:6379/14"
+LIMITED = {
+    "RATELIMIT_ENABLED": True,
+    "RATELIMIT_PER_CLIENT": "3 per minute;10 per hour",
+    "RATELIMIT_GLOBAL": "300 per hour",
+}
+
+
+@pytest.fixture
+def app_config(app_config: dict[str, Any]) -> dict[str, Any]:
+    """The suite's settings with the limits switched on (TestingConfig turns them off)."""
+    return {**app_config, **LIMITED, "RATELIMIT_KEY_PREFIX": f"test-{uuid.uuid4().hex}"}
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis database of its own for the test; emptied afterwards."""
+    client = redis.Redis.from_url(REDIS, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        from tests.conftest import IN_CI
+
+        if IN_CI:
+            pytest.fail("CI must test Redis: start redis-server on 127.0.0.1:6379")
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    yield REDIS
+    client.flushdb()
+    client.close()
+
+
+def post_api(client: FlaskClient, address: str = "203.0.113.7", **headers: str) -> Any:
+    """An invalid enquiry (no captcha) from `address`: it counts against the limits all the same."""
+    return client.post(
+        "/api/enquiries",
+        json={**VALID, "altcha": ""},
+        headers=headers,
+        environ_base={"REMOTE_ADDR": address},
+    )
+
+
+def post_page(client: FlaskClient, address: str = "203.0.113.7") -> Any:
+    """The same, through the form page with its token."""
+    data = {**VALID, "altcha": "", "csrf_token": csrf_token(client)}
+    return client.post("/contact", data=data, environ_base={"REMOTE_ADDR": address})
+
+
+def refused() -> float | None:
+    """How many API submissions the limits have refused in this process so far."""
+    return REGISTRY.get_sample_value(
+        "contact_form_submissions_total", {"route": "api", "outcome": "rate_limited"}
+    )
+
+
+def test_the_fourth_post_in_a_minute_is_refused_with_retry_after(client: FlaskClient) -> None:
+    before = refused() or 0
+    assert [post_api(client).status_code for _ in range(3)] == [422, 422, 422]
+    response = post_api(client)
+    assert response.status_code == 429
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert response.get_json() == {
+        "error": "Too many messages from your connection; "
+        "please try again in 1 minute or call the clinic."
+    }
+    assert refused() == before + 1
+
+
+def test_the_form_page_says_when_to_try_again_and_keeps_the_words(client: FlaskClient) -> None:
+    for _ in range(3):
+        assert post_page(client).status_code == 422
+    response = post_page(client)
+    assert response.status_code == 429
+    assert "Retry-After" in response.headers
+    page = response.get_data(as_text=True)
+    assert "Too many messages from your connection; please try again in 1 minute" in page
+    assert "or call the clinic" in page
+    assert 'value="Jane Citizen"' in page and VALID["message"].splitlines()[0] in page
+
+
+def test_the_page_and_the_api_share_one_budget_and_showing_the_form_costs_nothing(
+    client: FlaskClient,
+) -> None:
+    for _ in range(5):
+        assert client.get("/contact").status_code == 200
+    assert post_page(client).status_code == 422
+    assert post_api(client).status_code == 422
+    assert post_page(client).status_code == 422
+    assert post_api(client).status_code == 429
+    assert post_page(client).status_code == 429
+
+
+def test_each_address_has_its_own_budget(client: FlaskClient) -> None:
+    for _ in range(3):
+        post_api(client, "203.0.113.7")
+    assert post_api(client, "203.0.113.7").status_code == 429
+    assert post_api(client, "198.51.100.2").status_code == 422
+
+
+def test_without_trusted_proxies_a_forged_forwarded_for_changes_nothing(
+    client: FlaskClient,
+) -> None:
+    codes = [post_api(client, **{"X-Forwarded-For": f"192.0.2.{n}"}).status_code for n in range(10)]
+    assert codes == [422] * 3 + [429] * 7
+
+
+def test_with_one_trusted_proxy_each_forwarded_address_is_a_client(make_app: Any) -> None:
+    client = make_app(TRUSTED_PROXIES=1).test_client()
+    # Behind the proxy, every visitor arrives from the proxy's address: 10.0.0.1.
+    for n in range(3):
+        for _ in range(3):
+            assert (
+                post_api(client, "10.0.0.1", **{"X-Forwarded-For": f"192.0.2.{n}"}).status_code
+                == 422
+            )
+    assert post_api(client, "10.0.0.1", **{"X-Forwarded-For": "192.0.2.0"}).status_code == 429
+    # Only the last hop is believed: a visitor cannot pose as another by prepending addresses.
+    spoofed = {"X-Forwarded-For": "192.0.2.99, 192.0.2.0"}
+    assert post_api(client, "10.0.0.1", **spoofed).status_code == 429
+
+
+def test_the_global_budget_stops_everyone_but_a_flood_from_one_address_does_not_spend_it(
+    make_app: Any,
+) -> None:
+    client = make_app(RATELIMIT_GLOBAL="4 per hour").test_client()
+    for _ in range(20):  # one address, refused by its own limit after 3
+        post_api(client, "203.0.113.7")
+    assert post_api(client, "198.51.100.1").status_code == 422  # 4th counted for everyone
+    assert post_api(client, "198.51.100.2").status_code == 429
+    assert post_api(client, "198.51.100.3").status_code == 429
+
+
+def test_processes_sharing_redis_share_the_count(make_app: Any, redis_url: str) -> None:
+    first = make_app(RATELIMIT_STORAGE_URI=redis_url).test_client()
+    second = make_app(RATELIMIT_STORAGE_URI=redis_url).test_client()
+    assert [post_api(first).status_code for _ in range(2)] == [422, 422]
+    assert post_api(second).status_code == 422
+    assert post_api(second).status_code == 429
+    assert post_api(first).status_code == 429
+
+
+def test_an_unreachable_redis_does_not_turn_patients_away(make_app: Any) -> None:
+    app: Flask = make_app(RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/0")
+    client = app.test_client()
+    # Counting falls back to this process's memory: the limit still applies, nothing fails.
+    assert [post_api(client).status_code for _ in range(4)] == [422, 422, 422, 429]
