@@ -41,6 +41,10 @@ ENVIRONMENT_SETTINGS: dict[str, type] = {
     "RATELIMIT_PER_CLIENT": str,
     "RATELIMIT_GLOBAL": str,
     "TRUSTED_PROXIES": int,
+    "STUCK_AFTER": int,
+    "METRICS_TOKEN": str,
+    "LOG_FORMAT": str,
+    "LOG_STREAM": str,
     "ALTCHA_COST": int,
     "ALTCHA_EXPIRES_SECONDS": int,
     "DELIVERY_WORKER": str,
@@ -140,6 +144,12 @@ class Config:
     RETENTION_DAYS = 30
 
     LOG_LEVEL = "INFO"
+    LOG_FORMAT = "json"  # or text
+    LOG_STREAM = "stderr"  # wsgi.py makes it stdout for the web service
+    # /readyz fails when the oldest pending enquiry has waited longer than this (seconds).
+    STUCK_AFTER = 15 * 60
+    # /metrics answers only with "Authorization: Bearer <METRICS_TOKEN>"; unset, it is closed.
+    METRICS_TOKEN = ""
     # Sites that may frame the form and call the API, besides the service itself.
     ALLOWED_ORIGINS = ""
     # Lifetime of the signed token in each rendered form.

@@ -1,13 +1,58 @@
 """gunicorn settings, read from the working directory by `gunicorn wsgi:app`."""
 
+import glob
+import json
 import os
+import tempfile
+from datetime import UTC, datetime
+
+from gunicorn.glogging import Logger
+
+# The web service logs one JSON object a line on stdout; CLI commands keep stdout for their output.
+os.environ.setdefault("LOG_STREAM", "stdout")
+# Every worker writes its Prometheus counts here, so /metrics can add them up.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="contact-form-metrics-"))
 
 bind = os.environ.get("BIND", "0.0.0.0:8000")
-# One process by default: the rate limits count in its memory and its embedded worker delivers.
-workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+# A worker per CPU the process may use; with more than one, share the rate-limit counts in Redis.
+workers = int(os.environ.get("WEB_CONCURRENCY") or len(os.sched_getaffinity(0)))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = 30
+# Longer than MAIL_TIMEOUT (30 s): an embedded worker's message in flight may finish on shutdown.
 graceful_timeout = 40
+keepalive = 5
+accesslog = "-"
+
+
+class JSONAccessLogger(Logger):
+    """gunicorn's access log as one JSON object a line, with the service's request id."""
+
+    def access(self, resp, req, environ, request_time):
+        """Log one request: no query string and no body, so nothing the visitor typed."""
+        if not (self.cfg.accesslog or self.cfg.logconfig or self.cfg.syslog):
+            return
+        headers = dict((name.lower(), value) for name, value in resp.headers)
+        entry = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "level": "INFO",
+            "logger": "gunicorn.access",
+            "method": req.method,
+            "path": req.path,
+            "status": resp.status_code,
+            "bytes": getattr(resp, "sent", None),
+            "duration_ms": round(request_time.total_seconds() * 1000, 2),
+            "request_id": headers.get("x-request-id"),
+        }
+        self.access_log.info(json.dumps(entry))
+
+
+logger_class = JSONAccessLogger
+
+
+def on_starting(server):
+    """Start each run with empty metric files (counts of dead workers would linger)."""
+    for path in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.remove(path)
 
 
 def when_ready(server):
@@ -17,8 +62,23 @@ def when_ready(server):
         server.log.warning(
             "RATELIMIT_STORAGE_URI is %s with %d workers: each worker counts on its own, so a "
             "client may send %d times the configured limit. Set RATELIMIT_STORAGE_URI=redis://... "
-            "to share one count, or run one worker.",
+            "to share one count, or run one worker (WEB_CONCURRENCY=1).",
             storage,
             server.cfg.workers,
             server.cfg.workers,
         )
+
+
+def worker_exit(server, worker):
+    """Let the embedded delivery worker finish the message it is sending before the exit."""
+    app = getattr(worker, "wsgi", None)
+    embedded = getattr(app, "extensions", {}).get("embedded_worker")
+    if embedded is not None:
+        embedded.stop(graceful_timeout - 5)
+
+
+def child_exit(server, worker):
+    """Fold a finished worker's metrics into the totals of the dead."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

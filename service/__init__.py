@@ -80,7 +80,7 @@ def _development_secret(app: Flask) -> str:
 
 def register_extensions(app: Flask) -> None:
     """Bind the extensions; start the development mail catcher when no SMTP server is set."""
-    from . import limits, origins, security
+    from . import limits, metrics, origins, security
     from .extensions import mail, store
 
     if app.config["MAIL_CATCHER"] and not app.config["MAIL_SERVER"]:
@@ -92,6 +92,7 @@ def register_extensions(app: Flask) -> None:
     origins.init_app(app)
     security.init_app(app)
     limits.init_app(app)
+    metrics.init_app(app)
     if app.config["TRUSTED_PROXIES"]:
         from werkzeug.middleware.proxy_fix import ProxyFix
 

@@ -1,18 +1,126 @@
-"""Counters of what happens to submissions, for Prometheus (exposed at /metrics)."""
+"""Prometheus metrics: what happens to submissions and deliveries, the outbox, request latency.
+
+Under gunicorn with several workers, set PROMETHEUS_MULTIPROC_DIR (gunicorn.conf.py does) so
+that /metrics adds up every worker's counts.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+import hmac
+import os
+import time
+from collections.abc import Iterator
 
-# Outcomes: accepted, repeated (same idempotency key), invalid, captcha_failed, trapped,
-# rate_limited, foreign_origin, expired_form.
+from flask import Blueprint, Flask, Response, abort, current_app, g, has_request_context, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+
 SUBMISSIONS = Counter(
     "contact_form_submissions_total",
-    "Submissions of the form and the API, by outcome.",
+    "Submissions of the form and the API, by outcome: accepted, repeated, invalid, "
+    "captcha_failed, trapped, rate_limited, foreign_origin, expired_form.",
     ["route", "outcome"],
 )
+INVALID_FIELDS = Counter(
+    "contact_form_invalid_fields_total",
+    "Fields that failed validation, by field.",
+    ["field"],
+)
+DELIVERIES = Counter(
+    "contact_form_deliveries_total",
+    "Delivery attempts by outcome: sent, retry, dead_letter.",
+    ["outcome"],
+)
+LATENCY = Histogram(
+    "contact_form_request_seconds",
+    "Time to answer a request, by route.",
+    ["route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+bp = Blueprint("metrics", __name__)
 
 
 def count_submission(route: str, outcome: str) -> None:
-    """Record one submission's outcome ("page" or "api" route)."""
+    """Record one submission's outcome ("page" or "api" route) and note it for the request log."""
     SUBMISSIONS.labels(route=route, outcome=outcome).inc()
+    if has_request_context():
+        g.outcome = outcome
+
+
+def count_invalid_fields(fields: list[str]) -> None:
+    """Record which fields a rejected submission got wrong."""
+    for field in fields:
+        INVALID_FIELDS.labels(field=field).inc()
+
+
+def count_delivery(outcome: str) -> None:
+    """Record one delivery attempt's outcome."""
+    DELIVERIES.labels(outcome=outcome).inc()
+
+
+class OutboxCollector(Collector):
+    """The outbox as it is at scrape time, read from the store: depth per state, oldest age."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """Query the store once per scrape."""
+        from . import outbox
+
+        with self.app.app_context():
+            state = outbox.status()
+        depth = GaugeMetricFamily(
+            "contact_form_outbox_enquiries", "Enquiries in the outbox, by state.", labels=["state"]
+        )
+        for name, count in state.counts.items():
+            depth.add_metric([name], count)
+        yield depth
+        yield GaugeMetricFamily(
+            "contact_form_outbox_oldest_pending_seconds",
+            "Age of the oldest pending enquiry (0 when none waits).",
+            value=state.oldest_pending_seconds or 0,
+        )
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """The metrics in Prometheus' text format, for a scraper that presents METRICS_TOKEN."""
+    token = current_app.config["METRICS_TOKEN"]
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    # Closed unless a token is set; a wrong token looks exactly like no endpoint at all.
+    if not token or not hmac.compare_digest(given.encode(), token.encode()):
+        abort(404)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        workers = CollectorRegistry()
+        multiprocess.MultiProcessCollector(workers)
+        body = generate_latest(workers)
+    else:
+        body = generate_latest(REGISTRY)
+    outbox_now = CollectorRegistry()
+    outbox_now.register(OutboxCollector(current_app._get_current_object()))  # type: ignore[attr-defined]
+    return Response(body + generate_latest(outbox_now), mimetype=CONTENT_TYPE_LATEST)
+
+
+def observe_latency(response: Response) -> Response:
+    """Record how long the request took, by route."""
+    started = g.get("started")
+    if started is not None:
+        LATENCY.labels(route=request.endpoint or "none").observe(time.perf_counter() - started)
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Serve /metrics and time every request."""
+    app.register_blueprint(bp)
+    app.after_request(observe_latency)
+

@@ -9,6 +9,8 @@ from flask import Flask, Response, abort, current_app, request
 
 from config import ConfigurationError
 
+from . import metrics
+
 logger = logging.getLogger(__name__)
 
 FOREIGN_ORIGIN = (
@@ -95,6 +97,7 @@ def refuse_foreign_posts() -> None:
     if origin is None or is_trusted(origin):
         return
     logger.warning("refused a submission from a foreign origin on %s", request.path)
+    metrics.count_submission("api" if request.blueprint == "api" else "page", "foreign_origin")
     abort(403, description=FOREIGN_ORIGIN)
 
 

@@ -11,7 +11,7 @@ from flask import current_app
 from flask_mail import BadHeaderError
 from sqlalchemy import and_, func, or_, select, update
 
-from . import mailer
+from . import mailer, metrics
 from .extensions import store
 from .logs import frames
 from .models import FAILED, PENDING, SENDING, SENT, STATES, Enquiry
@@ -75,6 +75,7 @@ def mark_sent(enquiry: Enquiry) -> None:
             .where(Enquiry.id == enquiry.id)
             .values(status=SENT, sent_at=utcnow(), lease_expires_at=None, last_error=None)
         )
+    metrics.count_delivery("sent")
     logger.info("enquiry %s delivered (attempt %d)", enquiry.id, enquiry.attempts)
 
 
@@ -92,6 +93,7 @@ def mark_failed_attempt(enquiry: Enquiry, failure: mailer.Failure) -> datetime |
         values.update(status=PENDING, next_attempt_at=retry_at)
     with store.transaction() as session:
         session.execute(update(Enquiry).where(Enquiry.id == enquiry.id).values(**values))
+    metrics.count_delivery("retry" if retry_at else "dead_letter")
     if retry_at is None:
         why = "permanent failure" if failure.permanent else "gave up after retrying"
         logger.error(
@@ -195,7 +197,9 @@ def status() -> Status:
         rows = session.execute(select(Enquiry.status, func.count()).group_by(Enquiry.status))
         counts = dict.fromkeys(STATES, 0) | {state: count for state, count in rows}
         oldest = session.scalar(
-            select(func.min(Enquiry.created_at)).where(Enquiry.status.in_((PENDING, SENDING)))
+            # Since it (last) entered the queue: a dead letter queued again by `outbox retry`
+            # starts afresh.
+            select(func.min(Enquiry.queued_at)).where(Enquiry.status.in_((PENDING, SENDING)))
         )
     if oldest is not None and oldest.tzinfo is None:  # func.min bypasses the column type.
         oldest = oldest.replace(tzinfo=UTC)

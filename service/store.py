@@ -31,6 +31,8 @@ class Store:
         app.config["DATABASE_URL"] = url
         engine = make_engine(url)
         app.extensions["store"] = _State(engine)
+        # Read once: /readyz compares the store's schema with it on every call.
+        app.extensions["schema_head"] = head_revision(engine)
         app.cli.add_command(_db_cli())
         auto = app.config.get("AUTO_MIGRATE")
         if auto is None:

@@ -1,4 +1,4 @@
-"""gunicorn serving the service as a real process, and plain HTTP requests to it."""
+"""The service as real processes: gunicorn, `flask outbox work` workers, and HTTP requests."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,7 +53,7 @@ class Gunicorn:
         self.process: subprocess.Popen[bytes] | None = None
 
     def log(self) -> str:
-        """What gunicorn and the app wrote to stderr so far."""
+        """What gunicorn and the app wrote to stdout and stderr so far."""
         return self.log_path.read_text(errors="replace")
 
     def __enter__(self) -> Gunicorn:
@@ -59,7 +62,7 @@ class Gunicorn:
         command += ["--workers", str(self.workers), "wsgi:app"]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                command, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=log
+                command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
         deadline = time.monotonic() + 30
         while True:
@@ -85,3 +88,73 @@ class Gunicorn:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+class Workers:
+    """Starts `flask --app wsgi outbox work` processes; none outlives the test."""
+
+    def __init__(self, app_config: dict[str, Any], tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.processes: list[subprocess.Popen[bytes]] = []
+        # Only what the worker needs: nothing leaks in from the environment running the tests.
+        self.env = {
+            "PATH": os.environ["PATH"],
+            "SERVICE_ENV": "testing",
+            "SECRET_KEY": app_config["SECRET_KEY"],
+            "DATABASE_URL": app_config["DATABASE_URL"],
+            "AUTO_MIGRATE": "false",  # the test's app has created the schema already
+            "MAIL_SERVER": app_config["MAIL_SERVER"],
+            "MAIL_PORT": str(app_config["MAIL_PORT"]),
+            "MAIL_TIMEOUT": str(app_config["MAIL_TIMEOUT"]),
+            "CLINIC_INBOX": app_config["CLINIC_INBOX"],
+            "MAIL_DEFAULT_SENDER": app_config["MAIL_DEFAULT_SENDER"],
+            "DELIVERY_WORKER": "external",
+            "OUTBOX_POLL_SECONDS": "0.2",
+        }
+
+    def start(self, **settings: str) -> subprocess.Popen[bytes]:
+        """Start a worker with the base settings plus `settings`; its output goes to a log file."""
+        log = self.log_path(len(self.processes))
+        with open(log, "wb") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "flask", "--app", "wsgi", "outbox", "work"],
+                cwd=ROOT,
+                env={**self.env, **settings},
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        self.processes.append(process)
+        return process
+
+    def log_path(self, index: int) -> Path:
+        """Where the index-th worker writes its output."""
+        return self.tmp_path / f"worker-{index}.log"
+
+    def log(self, process: subprocess.Popen[bytes]) -> str:
+        """Everything a worker has printed so far."""
+        return self.log_path(self.processes.index(process)).read_text(errors="replace")
+
+    def logs(self) -> str:
+        """Every worker's output, for an assertion message."""
+        return "\n".join(f"--- worker pid {p.pid}:\n{self.log(p)}" for p in self.processes)
+
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        """kill -9: no handler runs, nothing is released, nothing is committed."""
+        process.kill()
+        process.wait(10)
+
+    def stop(self, process: subprocess.Popen[bytes], timeout: float = 10) -> int:
+        """SIGTERM, then the exit status once the worker has finished its message in flight."""
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"worker {process.pid} ignored SIGTERM for {timeout}s\n{self.logs()}")
+
+    def close(self) -> None:
+        """Kill whatever is still running and reap every process."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait(10)

@@ -387,11 +387,11 @@ def test_db_commands_create_and_report_the_schema(make_app: AppFactory) -> None:
     app = make_app(AUTO_MIGRATE=False)
     runner = app.test_cli_runner()
     assert invoke(runner, "db", "current").stdout == "current: None  head: 0001\n"
-    assert app.test_client().get("/healthz").status_code == 503, "no tables yet"
+    assert app.test_client().get("/readyz").status_code == 503, "no tables yet"
 
     result = invoke(runner, "db", "upgrade")
     assert (result.exit_code, result.stdout) == (0, "Store is at revision 0001.\n")
     assert invoke(runner, "db", "current").stdout == "current: 0001  head: 0001\n"
     assert invoke(runner, "db", "upgrade").stdout == "Store is at revision 0001.\n", "idempotent"
     assert invoke(runner, "outbox", "status").exit_code == 0
-    assert app.test_client().get("/healthz").get_json()["status"] == "ok"
+    assert app.test_client().get("/readyz").get_json()["status"] == "ok"

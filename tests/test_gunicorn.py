@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def server(database_url: str, smtp_server: SMTPTestServer, tmp_path: Path) -> Iterator[int]:
+def gunicorn(database_url: str, smtp_server: SMTPTestServer, tmp_path: Path) -> Iterator[Gunicorn]:
     """gunicorn serving wsgi:app in production mode, configured only through the environment."""
     env = {
         "SERVICE_ENV": "production",
@@ -31,9 +31,16 @@ def server(database_url: str, smtp_server: SMTPTestServer, tmp_path: Path) -> It
         "DATABASE_URL": database_url,
         "AUTO_MIGRATE": "true",
         "OUTBOX_POLL_SECONDS": "0.5",
+        "METRICS_TOKEN": "gunicorn-metrics-token",
     }
-    with Gunicorn(env, tmp_path / "gunicorn.log", workers=2) as gunicorn:
-        yield gunicorn.port
+    with Gunicorn(env, tmp_path / "gunicorn.log", workers=2) as running:
+        yield running
+
+
+@pytest.fixture
+def server(gunicorn: Gunicorn) -> int:
+    """The port of the running gunicorn."""
+    return gunicorn.port
 
 
 def solve(port: int) -> str:
@@ -86,3 +93,28 @@ def test_form_and_json_each_reach_the_inbox_once(server: int, smtp_server: SMTPT
         assert mail.header("Reply-To").endswith("<jane.citizen@example.com>")
         assert mail.header("From") == "Clinic website <forms@clinic.example>"
         assert mail.rcpt_tos == ["front-desk@clinic.example"]
+
+
+def test_two_workers_add_up_their_metrics_and_log_json_lines(gunicorn: Gunicorn) -> None:
+    bad = json.dumps({**VALID, "email": "x@", "altcha": ""}).encode()
+    for n in range(6):
+        headers = {"Content-Type": "application/json", "X-Request-ID": f"flood-{n}"}
+        status, answer, _ = request(gunicorn.port, "POST", "/api/enquiries", bad, headers)
+        assert status in {422, 429} and answer["x-request-id"] == f"flood-{n}"
+    auth = {"Authorization": "Bearer gunicorn-metrics-token"}
+    status, _, body = request(gunicorn.port, "GET", "/metrics", headers=auth)
+    assert status == 200
+    samples = dict(
+        line.rsplit(" ", 1) for line in body.decode().splitlines() if not line.startswith("#")
+    )
+    # Six requests spread over two workers, counted together through PROMETHEUS_MULTIPROC_DIR.
+    assert float(samples['contact_form_request_seconds_count{route="api.create_enquiry"}']) == 6
+    assert 'contact_form_outbox_enquiries{state="pending"}' in samples
+
+    lines = [line for line in gunicorn.log().splitlines() if line.startswith("{")]
+    entries = [json.loads(line) for line in lines]
+    access = [e for e in entries if e["logger"] == "gunicorn.access"]
+    app = [e for e in entries if e["logger"] == "service.requests"]
+    assert {e["request_id"] for e in access} >= {f"flood-{n}" for n in range(6)}
+    assert {e["request_id"] for e in app} >= {f"flood-{n}" for n in range(6)}
+    assert not any("x@" in line or "Jane" in line for line in lines), "nothing the visitor typed"

@@ -218,7 +218,7 @@ def test_permanent_fault_is_a_dead_letter_until_retried(
     assert not records(caplog, logging.WARNING, "service")
     assert personal_data_in(caplog.text) == []
 
-    health = client.get("/healthz")
+    health = client.get("/readyz")
     assert health.status_code == 200
     assert health.get_json() == {"status": "degraded", "outbox": {**NO_ENQUIRIES, "failed": 1}}
     status = app.test_cli_runner().invoke(args=["outbox", "status"])
@@ -246,7 +246,7 @@ def test_permanent_fault_is_a_dead_letter_until_retried(
     [mail] = server.messages
     assert mail.header("Message-ID") == enquiry.message_id
     assert (load(app, enquiry_id).status, load(app, enquiry_id).attempts) == ("sent", 2)
-    assert app.test_client().get("/healthz").get_json()["status"] == "ok"
+    assert app.test_client().get("/readyz").get_json()["status"] == "ok"
 
 
 def test_permanent_failure_does_not_hold_back_the_rest_of_the_batch(
@@ -444,7 +444,7 @@ def test_an_enquiry_whose_email_cannot_be_built_is_a_dead_letter_and_the_batch_g
     )
     assert any(f"while delivering enquiry {poisoned}: {error_type}" in error for error in errors)
     assert personal_data_in(caplog.text) == [], "the exception's message is never logged"
-    health = client.get("/healthz").get_json()
+    health = client.get("/readyz").get_json()
     assert health == {"status": "degraded", "outbox": {**NO_ENQUIRIES, "sent": 2, "failed": 1}}
 
 

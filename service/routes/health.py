@@ -1,13 +1,14 @@
-"""The health check for load balancers and the operator."""
+"""Health for load balancers and monitoring: /healthz (alive) and /readyz (store, schema, queue)."""
 
 from __future__ import annotations
 
 import logging
 
-from flask import Blueprint
+from flask import Blueprint, current_app
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import outbox
+from .. import outbox, store
+from ..extensions import store as enquiry_store
 
 bp = Blueprint("health", __name__)
 logger = logging.getLogger(__name__)
@@ -15,13 +16,43 @@ logger = logging.getLogger(__name__)
 
 @bp.get("/healthz")
 def healthz() -> tuple[dict, int]:
-    """`ok` when the store answers; `degraded` (still 200) when dead letters wait for a person."""
+    """Liveness: the process answers; it needs nothing else, so a store outage restarts nothing."""
+    return {"status": "ok"}, 200
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[dict, int]:
+    """Ready: the store answers at the current schema and no enquiry waits beyond STUCK_AFTER."""
     try:
+        schema = store.current_revision(enquiry_store.engine)
         state = outbox.status()
     except SQLAlchemyError as error:
-        logger.error("health check: store unreachable (%s)", type(error).__name__)
-        return {"status": "unavailable", "reason": "the enquiry store cannot be reached"}, 503
-    body = {"status": "degraded" if state.counts["failed"] else "ok", "outbox": state.counts}
-    if state.oldest_pending_seconds is not None:
-        body["oldest_pending_seconds"] = round(state.oldest_pending_seconds)
+        logger.error("readiness: store unreachable (%s)", type(error).__name__)
+        return unready("unavailable", "the enquiry store cannot be reached")
+    head = current_app.extensions["schema_head"]
+    if schema != head:
+        return unready(
+            "unavailable",
+            f"the store's schema is at {schema or 'nothing'}, not {head}: "
+            "run `flask --app wsgi db upgrade`",
+        )
+    body: dict = {"status": "degraded" if state.counts["failed"] else "ok", "outbox": state.counts}
+    waited = state.oldest_pending_seconds
+    if waited is not None:
+        body["oldest_pending_seconds"] = round(waited)
+        limit = current_app.config["STUCK_AFTER"]
+        if waited > limit:
+            logger.error("readiness: the oldest pending enquiry has waited %d s", waited)
+            return unready(
+                "stuck",
+                f"the oldest pending enquiry has waited {round(waited / 60)} minutes "
+                f"(STUCK_AFTER is {round(limit / 60)}): check the delivery worker and the SMTP "
+                "server (`flask --app wsgi outbox status`)",
+                body,
+            )
     return body, 200
+
+
+def unready(status: str, reason: str, body: dict | None = None) -> tuple[dict, int]:
+    """A 503 answer that says why."""
+    return {**(body or {}), "status": status, "reason": reason}, 503
