@@ -69,6 +69,13 @@ def when_ready(server):
         )
 
 
+def post_worker_init(worker):
+    """Start the embedded delivery worker now, so a restarted process sends its backlog at once."""
+    embedded = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("embedded_worker")
+    if embedded is not None:
+        embedded.ensure_running()
+
+
 def worker_exit(server, worker):
     """Let the embedded delivery worker finish the message it is sending before the exit."""
     app = getattr(worker, "wsgi", None)

@@ -32,6 +32,8 @@ def gunicorn(database_url: str, smtp_server: SMTPTestServer, tmp_path: Path) -> 
         "AUTO_MIGRATE": "true",
         "OUTBOX_POLL_SECONDS": "0.5",
         "METRICS_TOKEN": "gunicorn-metrics-token",
+        # The test fills the form faster than a person could; the spam trap has its own tests.
+        "FORM_MIN_FILL_SECONDS": "0",
     }
     with Gunicorn(env, tmp_path / "gunicorn.log", workers=2) as running:
         yield running
@@ -118,3 +120,13 @@ def test_two_workers_add_up_their_metrics_and_log_json_lines(gunicorn: Gunicorn)
     assert {e["request_id"] for e in access} >= {f"flood-{n}" for n in range(6)}
     assert {e["request_id"] for e in app} >= {f"flood-{n}" for n in range(6)}
     assert not any("x@" in line or "Jane" in line for line in lines), "nothing the visitor typed"
+
+
+def test_each_worker_starts_delivering_without_waiting_for_a_request(gunicorn: Gunicorn) -> None:
+    # Only one request (the start-up health check) has reached one of the two workers; both
+    # have a delivery thread, so a restarted server sends its backlog at once.
+    deadline = time.monotonic() + 10
+    while gunicorn.log().count("delivery worker") < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    started = [line for line in gunicorn.log().splitlines() if "delivery worker" in line]
+    assert len(started) == 2, gunicorn.log()
