@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import shutil
 import tempfile
 from datetime import UTC, datetime
 
@@ -10,8 +11,13 @@ from gunicorn.glogging import Logger
 
 # The web service logs one JSON object a line on stdout; CLI commands keep stdout for their output.
 os.environ.setdefault("LOG_STREAM", "stdout")
-# Every worker writes its Prometheus counts here, so /metrics can add them up.
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="contact-form-metrics-"))
+# Every worker writes its Prometheus counts here, so /metrics can add them up; a folder made here
+# is removed again when gunicorn exits.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="contact-form-metrics-")
+    _OWN_METRICS_DIR = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+else:
+    _OWN_METRICS_DIR = None
 
 bind = os.environ.get("BIND", "0.0.0.0:8000")
 # A worker per CPU the process may use; with more than one, share the rate-limit counts in Redis.
@@ -22,6 +28,8 @@ timeout = 30
 graceful_timeout = 40
 keepalive = 5
 accesslog = "-"
+# gunicorn's control socket sits at one fixed path per user: several servers on a host collide.
+control_socket_disable = True
 
 
 class JSONAccessLogger(Logger):
@@ -53,6 +61,12 @@ def on_starting(server):
     """Start each run with empty metric files (counts of dead workers would linger)."""
     for path in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
         os.remove(path)
+
+
+def on_exit(server):
+    """Remove the metrics folder this configuration made."""
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(_OWN_METRICS_DIR, ignore_errors=True)
 
 
 def when_ready(server):
