@@ -44,8 +44,9 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
         raise ConfigurationError("SECRET_KEY is not set: set the SECRET_KEY environment variable.")
     if app.config["DELIVERY_WORKER"] not in {"embedded", "external"}:
         raise ConfigurationError("DELIVERY_WORKER must be 'embedded' or 'external'.")
-    if app.config["CAPTCHA_PROVIDER"] != "altcha":
-        raise ConfigurationError("CAPTCHA_PROVIDER must be 'altcha'.")
+    from . import captcha
+
+    captcha.check_config(app.config)
     check_timezone(app.config["CLINIC_TIMEZONE"])
     from . import origins, theme
 
@@ -80,7 +81,7 @@ def _development_secret(app: Flask) -> str:
 
 def register_extensions(app: Flask) -> None:
     """Bind the extensions; start the development mail catcher when no SMTP server is set."""
-    from . import limits, metrics, origins, security
+    from . import input_checks, limits, metrics, origins, security
     from .extensions import mail, store
 
     if app.config["MAIL_CATCHER"] and not app.config["MAIL_SERVER"]:
@@ -92,6 +93,7 @@ def register_extensions(app: Flask) -> None:
     origins.init_app(app)
     security.init_app(app)
     limits.init_app(app)
+    input_checks.init_app(app)
     metrics.init_app(app)
     if app.config["TRUSTED_PROXIES"]:
         from werkzeug.middleware.proxy_fix import ProxyFix
@@ -102,12 +104,13 @@ def register_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Mount the page, embedding, API and health routes."""
-    from .routes import api, embed, health, pages
+    from .routes import api, embed, health, openapi, pages
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(embed.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
 
 
 def register_cli(app: Flask) -> None:

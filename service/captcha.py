@@ -1,33 +1,50 @@
-"""The ALTCHA captcha: challenges for the widget, verification, and one use per solution."""
+"""The captcha: ALTCHA's challenges and checks, or a third-party provider's; one use per answer."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import altcha
 from flask import current_app
-from sqlalchemy import delete
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
 
-from .models import UsedCaptcha
+from . import replay, siteverify
+from .replay import Solution
+
+# The delivery worker's daily housekeeping calls captcha.forget_expired.
+from .replay import forget_expired as forget_expired
 
 logger = logging.getLogger(__name__)
 
 ALGORITHM = "PBKDF2/SHA-256"
+ALTCHA_FIELD = "altcha"
 
 
-@dataclass(frozen=True)
-class Solution:
-    """A solution that passed the cryptographic checks and may be used once."""
+def check_config(config: Mapping[str, Any]) -> None:
+    """Stop start-up unless CAPTCHA_PROVIDER names a captcha that has the keys it needs."""
+    if config["CAPTCHA_PROVIDER"] != "altcha":
+        siteverify.check_config(config)
 
-    key: str
-    expires_at: datetime
+
+def field_name() -> str:
+    """The form field (and JSON key) that carries the captcha's answer."""
+    provider = siteverify.current()
+    return provider.field if provider else ALTCHA_FIELD
+
+
+def check(answer: str | None) -> Solution | None:
+    """Verify the configured captcha's answer and that it is unused; None if it fails."""
+    if siteverify.current() is not None:
+        return siteverify.verify(answer)
+    solution = verify(answer)
+    if solution is not None and replay.seen(solution):
+        logger.info("captcha rejected: solution used before")
+        return None
+    return solution
 
 
 def _secret(purpose: str) -> bytes:
@@ -73,28 +90,3 @@ def verify(payload: str | None) -> Solution | None:
     challenge = altcha.Payload.from_base64(payload).challenge
     expires_at = datetime.fromtimestamp(int(challenge.parameters.expires_at), UTC)
     return Solution(key=str(challenge.signature), expires_at=expires_at)
-
-
-def already_used(session: Session, solution: Solution) -> bool:
-    """True if this solution has been accepted before."""
-    return session.get(UsedCaptcha, solution.key) is not None
-
-
-def consume(session: Session, solution: Solution) -> bool:
-    """Record the solution as used, in the caller's transaction; False if it already was."""
-    table = UsedCaptcha.__table__
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = (
-        insert(table)
-        .values(key=solution.key, expires_at=solution.expires_at)
-        .on_conflict_do_nothing(index_elements=["key"])
-        .returning(table.c.key)
-    )
-    # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
-    return session.execute(statement).scalar() is not None
-
-
-def forget_expired(session: Session, now: datetime | None = None) -> int:
-    """Drop the records of solutions whose challenges have expired; return how many."""
-    now = now or datetime.now(UTC)
-    return session.execute(delete(UsedCaptcha).where(UsedCaptcha.expires_at < now)).rowcount

@@ -1,4 +1,4 @@
-"""Accepting an enquiry: store it durably, in one transaction with its captcha, before any reply."""
+"""Accepting an enquiry: store it durably, with its captcha marked used, before any reply."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from . import captcha
+from . import metrics, replay
 from .extensions import store
 from .models import PENDING, Enquiry
 from .validation import CAPTCHA_FAILED
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from .forms import EnquiryForm
 
 logger = logging.getLogger(__name__)
+
+# How the log names each route an enquiry can come by.
+SOURCES = {"page": "the form page", "api": "the API"}
 
 
 class CaptchaReplayed(Exception):
@@ -55,20 +58,27 @@ def find(key: str) -> Enquiry | None:
         return session.scalars(select(Enquiry).where(Enquiry.idempotency_key == key)).first()
 
 
-def submit(form: EnquiryForm, key: str | None, source: str) -> Enquiry | None:
-    """Store a valid enquiry once per key and wake the worker; None (form has errors) if not."""
+def submit(form: EnquiryForm, key: str | None, route: str) -> Enquiry | None:
+    """Store a valid enquiry once per key, wake the worker, count the outcome; None if invalid."""
+    source = SOURCES[route]
     earlier = find(key) if key else None
     if earlier is None:
         enquiry = _accept_valid(form, key)
         if enquiry is not None:
             current_app.extensions["outbox_notify"]()
+            metrics.count_submission(route, "accepted")
             logger.info("enquiry %s accepted from %s", enquiry.id, source)
             return enquiry
         # The captcha was refused: a twin of this post (a double click) may have been stored
         # meanwhile with that same solution, and then this post is a repeat, not a robot.
-        if key is None or not form.altcha.errors or (earlier := find(key)) is None:
+        if key is None or not form.captcha.errors or (earlier := find(key)) is None:
+            metrics.count_submission(route, "captcha_failed" if form.captcha.errors else "invalid")
+            metrics.count_invalid_fields(
+                [name for name, field in form._fields.items() if field.errors]
+            )
             return None
-    form.altcha.errors = []
+    form.captcha.errors = []
+    metrics.count_submission(route, "repeated")
     logger.info("enquiry %s sent again from %s; stored once", earlier.id, source)
     return earlier
 
@@ -80,12 +90,12 @@ def _accept_valid(form: EnquiryForm, key: str | None) -> Enquiry | None:
     try:
         return accept(form.cleaned, form.solution, key)
     except (CaptchaReplayed, IntegrityError):  # IntegrityError: the key, committed by a twin
-        form.altcha.errors = [CAPTCHA_FAILED]
+        form.captcha.errors = [CAPTCHA_FAILED]
         return None
 
 
 def accept(
-    fields: dict[str, Any], solution: captcha.Solution | None, key: str | None = None
+    fields: dict[str, Any], solution: replay.Solution | None, key: str | None = None
 ) -> Enquiry:
     """Commit the enquiry to the outbox and mark its captcha used (CaptchaReplayed if taken)."""
     now = datetime.now(UTC)
@@ -106,7 +116,10 @@ def accept(
         next_attempt_at=now,
     )
     with store.transaction() as session:
-        if solution is not None and not captcha.consume(session, solution):
-            raise CaptchaReplayed()
         session.add(enquiry)
+        # The enquiry first: a twin with the same idempotency key fails here, before its captcha
+        # is marked used in Redis, which no rollback could undo.
+        session.flush()
+        if solution is not None and not replay.consume(session, solution):
+            raise CaptchaReplayed()
     return enquiry

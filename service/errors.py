@@ -18,7 +18,12 @@ MESSAGES = {
     403: "This request is not allowed.",
     404: "There is nothing at this address.",
     405: "This address does not accept that method.",
-    413: "The message is too large. Please shorten it and try again.",
+    # An enquiry within the field limits fits in 64 KiB (5,000 characters of Chinese, percent-
+    # encoded in a form post, are 45 KB), so only an over-long message can be the cause.
+    413: (
+        "What you sent is too large. Please shorten your message to 5,000 characters "
+        "or fewer and try again."
+    ),
     415: "This kind of request body is not accepted here.",
     500: (
         "Something went wrong on our side. Your message was not sent; "
@@ -38,14 +43,15 @@ def wants_json() -> bool:
     )
 
 
-def handle_http_error(error: HTTPException) -> tuple[object, int]:
-    """Answer an HTTP error in the client's language."""
+def handle_http_error(error: HTTPException) -> tuple[object, int, dict[str, str]]:
+    """Answer an HTTP error in the client's language, keeping its headers (405's Allow)."""
     code = error.code or 500
     default = MESSAGES.get(code, error.name)
     message = error.description if error.description != type(error).description else default
+    headers = {name: value for name, value in error.get_headers() if name != "Content-Type"}
     if wants_json():
-        return {"error": message}, code
-    return render_template("error.html", title=error.name, message=message), code
+        return {"error": message}, code, headers
+    return render_template("error.html", title=error.name, message=message), code, headers
 
 
 def handle_rate_limited(error: RateLimitExceeded) -> tuple[object, int, dict[str, str]]:

@@ -9,8 +9,7 @@ from flask_wtf import FlaskForm
 from wtforms import Field, HiddenField, StringField, TextAreaField
 from wtforms.validators import ValidationError
 
-from . import captcha, validation
-from .extensions import store
+from . import captcha, siteverify, validation
 from .form_token import FormToken
 from .validation import FieldError
 
@@ -25,6 +24,15 @@ def _checked(check: Any, field: Field, *args: Any) -> Any:
         raise ValidationError(str(error)) from None
 
 
+class CaptchaField(HiddenField):
+    """The captcha's answer, posted under the configured provider's field name."""
+
+    @property
+    def provider(self) -> siteverify.Provider | None:
+        """The third-party provider whose widget the page shows, or None for ALTCHA."""
+        return siteverify.current()
+
+
 class EnquiryForm(FlaskForm):
     """Name, email, phone, message and the captcha; cleaned values land in `cleaned`."""
 
@@ -32,12 +40,27 @@ class EnquiryForm(FlaskForm):
         # A signed token in the form instead of Flask-WTF's session cookie: see form_token.py.
         csrf_class = FormToken
 
+        def bind_field(self, form: Any, unbound_field: Any, options: dict[str, Any]) -> Field:
+            """Name the captcha field as the configured provider's widget posts it."""
+            if options["name"] == "captcha":
+                # The id names the widget's box, the target of the error summary's link: not the
+                # field's name for third-party widgets, as reCAPTCHA gives its own textarea that.
+                third_party = siteverify.current() is not None
+                options = {
+                    **options,
+                    "name": captcha.field_name(),
+                    "id": "captcha" if third_party else captcha.ALTCHA_FIELD,
+                }
+            return super().bind_field(form, unbound_field, options)
+
     name = StringField("Name")
     email = StringField("Email")
     phone = StringField("Phone number")
     message = TextAreaField("Message")
-    altcha = HiddenField("Captcha")
+    captcha = CaptchaField("Captcha")
     page = HiddenField()
+    # traps.HONEYPOT: hidden from people and assistive technology, so whoever fills it is a robot.
+    extra_comments = StringField("Leave this field empty")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -61,14 +84,19 @@ class EnquiryForm(FlaskForm):
         """Require a message of reasonable length."""
         self.cleaned["message"] = _checked(validation.clean_message, field)
 
-    def validate_altcha(self, field: Field) -> None:
-        """Require a captcha solution that verifies and has not been used before."""
-        solution = captcha.verify(field.data)
+    def validate_captcha(self, field: Field) -> None:
+        """Require a captcha answer that verifies and has not been used before."""
+        if (
+            field.data
+            and siteverify.current() is not None
+            and any(self[name].errors for name in FIELDS)
+        ):
+            # A provider accepts a token once: keep it for the corrected form rather than spend
+            # it on one that cannot be stored anyway.
+            return
+        solution = captcha.check(field.data)
         if solution is None:
             raise ValidationError(validation.CAPTCHA_FAILED)
-        with store.session() as session:
-            if captcha.already_used(session, solution):
-                raise ValidationError(validation.CAPTCHA_FAILED)
         self.solution = solution
 
     def validate_page(self, field: Field) -> None:

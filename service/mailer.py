@@ -11,8 +11,9 @@ from zoneinfo import ZoneInfo
 from flask import current_app, render_template
 from flask_mail import Connection, Message
 
+from .mail_parts import EnquiryMessage
 from .models import Enquiry
-from .validation import format_phone
+from .validation import ascii_email, format_phone
 
 
 def recipients() -> list[str]:
@@ -30,11 +31,13 @@ def build_message(enquiry: Enquiry) -> Message:
         "received": received.strftime("%A %d %B %Y, %H:%M %Z (UTC%z)"),
         "clinic_name": config["CLINIC_NAME"],
     }
-    message = Message(
+    # Only the validated name and address reach a header: recipients and sender come from the
+    # configuration alone, whatever the visitor sent.
+    message = EnquiryMessage(
         subject=f"New enquiry from {enquiry.name}",
         recipients=recipients(),
         sender=config["MAIL_DEFAULT_SENDER"],
-        reply_to=(enquiry.name or "", enquiry.email or ""),
+        reply_to=(enquiry.name or "", ascii_email(enquiry.email or "")),
         body=render_template("email/enquiry.txt", **context),
         html=render_template("email/enquiry.html", **context),
         date=received.timestamp(),

@@ -123,4 +123,3 @@ def init_app(app: Flask) -> None:
     """Serve /metrics and time every request."""
     app.register_blueprint(bp)
     app.after_request(observe_latency)
-

@@ -19,7 +19,7 @@ FOREIGN_ORIGIN = (
 )
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # Routes a site with its own markup calls from the browser: the API and the widget's challenge.
-CORS_ENDPOINTS = {"api.create_enquiry", "pages.altcha_challenge"}
+CORS_ENDPOINTS = {"api.create_enquiry", "pages.altcha_challenge", "openapi.document"}
 # Routes that accept a visitor's enquiry: a POST to them must come from us or an allowed site.
 SUBMIT_ENDPOINTS = {"pages.contact", "api.create_enquiry"}
 

@@ -6,7 +6,7 @@ import secrets
 
 from flask import Flask, Response, current_app, g, request
 
-from . import origins
+from . import origins, siteverify
 
 
 def csp_nonce() -> str:
@@ -20,18 +20,25 @@ def content_security_policy() -> str:
     """The policy: our own scripts and styles, nonced inline ones, frames only by allowed sites."""
     nonce = f"'nonce-{csp_nonce()}'"
     theme = current_app.config["THEME_STYLESHEET_ORIGIN"]
-    styles = " ".join(filter(None, ["'self'", nonce, theme]))
-    fonts = " ".join(filter(None, ["'self'", theme]))
+    provider = siteverify.current()
+    # A third-party captcha's widget needs its provider's sources; ALTCHA's lives here.
+    extra = provider.csp if provider else {}
+
+    def sources(directive: str, *ours: str | None) -> str:
+        return " ".join([directive, *filter(None, ours), *extra.get(directive, ())])
+
+    frames = [sources("frame-src", "'self'")] if "frame-src" in extra else []
     return "; ".join(
         [
             "default-src 'self'",
-            f"script-src 'self' {nonce}",
-            f"style-src {styles}",
-            f"font-src {fonts}",
+            sources("script-src", "'self'", nonce),
+            *frames,
+            sources("style-src", "'self'", nonce, theme),
+            sources("font-src", "'self'", theme),
             "img-src 'self' data:",
             # The ALTCHA widget solves its proof of work in workers it starts from blob: URLs.
-            "worker-src 'self' blob:",
-            "connect-src 'self'",
+            "worker-src 'self' blob:" if provider is None else "worker-src 'self'",
+            sources("connect-src", "'self'"),
             "form-action 'self'",
             "base-uri 'none'",
             "object-src 'none'",
@@ -51,6 +58,8 @@ def add_security_headers(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Install the headers and offer `csp_nonce()` to templates."""
+    """Install the headers, offer `csp_nonce()` to templates, and warn of an open captcha."""
     app.after_request(add_security_headers)
     app.jinja_env.globals["csp_nonce"] = csp_nonce
+    # Here rather than with the configuration checks: the log is set up by now.
+    siteverify.warn_about_weak_settings(app.config)

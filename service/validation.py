@@ -22,10 +22,14 @@ MESSAGE_NOT_PLAIN = "Please remove the control characters from your message."
 NAME_MAX = 100
 MESSAGE_MAX = 5000
 PAGE_URL_MAX = 2000
+PHONE_MAX = 40
 
 # An RFC 2047 encoded word: a mail client would decode it, so it has no place in a name.
 _ENCODED_WORD = re.compile(r"=\?[^?]*\?[bqBQ]\?", re.ASCII)
 _MESSAGE_ALLOWED_CONTROLS = frozenset({"\n", "\t"})
+# Bidi embeddings, overrides and isolates: in a Subject they can make the clinic's inbox show
+# a name reversed or spliced into the surrounding text (the "Trojan Source" trick).
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 class FieldError(ValueError):
@@ -33,15 +37,18 @@ class FieldError(ValueError):
 
 
 def _has_control(value: str, allowed: frozenset[str] = frozenset()) -> bool:
-    # Cc (NUL, CR, LF and the other controls) and Zl/Zp (U+2028, U+2029): line breaks in all
-    # their forms. Format characters (Cf) stay allowed: ZWNJ and ZWJ belong in names and emoji.
-    return any(unicodedata.category(ch) in {"Cc", "Zl", "Zp"} and ch not in allowed for ch in value)
+    # Cc (NUL, CR, LF, NEL and the other controls) and Zl/Zp (U+2028, U+2029): line breaks in all
+    # their forms. Cs: a lone surrogate (JSON's "\ud800") cannot be stored or mailed as UTF-8.
+    # Format characters (Cf) stay allowed: ZWNJ and ZWJ belong in names and emoji.
+    return any(
+        unicodedata.category(ch) in {"Cc", "Zl", "Zp", "Cs"} and ch not in allowed for ch in value
+    )
 
 
 def clean_name(value: str | None) -> str:
     """Return the trimmed name, or raise FieldError."""
     name = (value or "").strip(" \t")
-    if _has_control(name) or _ENCODED_WORD.search(name):
+    if _has_control(name) or _ENCODED_WORD.search(name) or not _BIDI_CONTROLS.isdisjoint(name):
         raise FieldError(NAME_NOT_PLAIN)
     name = name.strip()
     if not name:
@@ -57,11 +64,27 @@ def clean_email(value: str | None) -> str:
     if not address or _has_control(address) or _ENCODED_WORD.search(address):
         raise FieldError(INVALID_EMAIL)
     try:
-        # No DNS: the form must work without network, and fast.
-        result = validate_email(address, check_deliverability=False)
+        # No DNS: the form must work without network, and fast. No SMTPUTF8: a Reply-To with
+        # letters beyond ASCII before the @ needs a mail server that speaks it, and the clinic's
+        # may not (the email would fail for good); internationalised domains are fine.
+        result = validate_email(address, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError:
         raise FieldError(INVALID_EMAIL) from None
     return result.normalized
+
+
+def ascii_email(address: str) -> str:
+    """Return a stored address with its domain in IDNA (xn--) form, as a mail header carries it."""
+    if address.isascii():
+        return address
+    # email-validator's IDNA 2008, not Python's "idna" codec (IDNA 2003), which would send a
+    # reply for faß.de to fass.de.
+    ascii_form = validate_email(
+        address, check_deliverability=False, allow_smtputf8=False
+    ).ascii_email
+    if ascii_form is None:
+        raise ValueError("the address has no ASCII form")
+    return ascii_form
 
 
 @dataclass(frozen=True)
@@ -75,7 +98,7 @@ class Phone:
 def clean_phone(value: str | None, default_region: str) -> Phone:
     """Return the number if phonenumbers says it is valid, or raise FieldError("Invalid Number")."""
     raw = (value or "").strip(" \t")
-    if not raw or len(raw) > 40 or _has_control(raw):
+    if not raw or len(raw) > PHONE_MAX or _has_control(raw):
         raise FieldError(INVALID_NUMBER)
     try:
         number = phonenumbers.parse(raw, default_region)

@@ -85,6 +85,7 @@ def test_numbers_are_read_as_text_and_other_types_as_missing(client: FlaskClient
 
 def test_unknown_route_and_wrong_method_answer_json(client: FlaskClient) -> None:
     assert client.get("/api/enquiries").status_code == 405
+    assert "POST" in client.get("/api/enquiries").headers["Allow"]
     assert "error" in client.get("/api/enquiries").get_json()
     assert client.get("/api/nothing").get_json()["error"]
 

@@ -1,21 +1,34 @@
 """ALTCHA: real challenges solved for real; replayed, expired and forged solutions refused."""
 
+from __future__ import annotations
+
 import base64
 import json
+import logging
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import altcha
+import pytest
+import redis
+from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
+from service.models import Enquiry, UsedCaptcha
 from service.validation import CAPTCHA_FAILED
-from tests.conftest import VALID, solve_captcha
+from tests.conftest import IN_CI, VALID, solve_captcha
+from tests.support import AppFactory, records
+
+REDIS = "redis://127.0.0.1:6379/15"
 
 
-def submit(client: FlaskClient, payload: str) -> "object":
+def submit(client: FlaskClient, payload: str) -> TestResponse:
     return client.post("/api/enquiries", json={**VALID, "altcha": payload})
 
 
-def captcha_errors(response: "object") -> list[str]:
+def captcha_errors(response: TestResponse) -> list[str]:
     return response.get_json().get("errors", {}).get("altcha", [])
 
 
@@ -102,3 +115,79 @@ def test_invalid_submission_does_not_use_up_the_solution(client: FlaskClient) ->
     bad = client.post("/api/enquiries", json={**VALID, "email": "nope", "altcha": payload})
     assert bad.status_code == 422 and "altcha" not in bad.get_json()["errors"]
     assert submit(client, payload).status_code == 202
+
+
+# --- The replay store in Redis, shared by processes that share nothing else -------------------
+
+
+@pytest.fixture
+def replay_redis() -> Iterator[ReplayRedis]:
+    """The machine's Redis (database 15); the keys this test's solutions made are removed after."""
+    client = redis.Redis.from_url(REDIS, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        if IN_CI:
+            pytest.fail("CI must test Redis: start redis-server on 127.0.0.1:6379")
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    shared = ReplayRedis(client)
+    yield shared
+    for key in shared.keys:
+        client.delete(key)
+    client.close()
+
+
+class ReplayRedis:
+    """A Redis client that knows the key each solution is recorded under."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.keys: list[str] = []
+
+    def key_of(self, payload: str) -> str:
+        """The key that marks this ALTCHA solution used (its challenge's signature)."""
+        signature = json.loads(base64.b64decode(payload))["challenge"]["signature"]
+        key = f"contact-form:captcha:{signature}"
+        self.keys.append(key)
+        return key
+
+
+@pytest.mark.parametrize("setting", ["REDIS_URL", "RATELIMIT_STORAGE_URI"])
+def test_a_solution_accepted_by_one_process_is_refused_by_another_sharing_only_redis(
+    make_app: AppFactory, replay_redis: ReplayRedis, tmp_path: Path, setting: str
+) -> None:
+    first, second = (
+        make_app(**{setting: REDIS, "DATABASE_URL": f"sqlite:///{tmp_path / name}.sqlite3"})
+        for name in ("first", "second")
+    )
+    payload = solve_captcha(first.test_client())
+    key = replay_redis.key_of(payload)
+    assert submit(first.test_client(), payload).status_code == 202
+    refused = submit(second.test_client(), payload)
+    assert refused.status_code == 422 and captcha_errors(refused) == [CAPTCHA_FAILED]
+    # Remembered as long as the challenge lives, and no longer.
+    assert 590 <= replay_redis.client.ttl(key) <= 600
+    with first.app_context(), first.extensions["store"].sessions() as session:
+        assert session.query(UsedCaptcha).count() == 0, "with Redis, the database keeps no record"
+
+
+def test_an_unreachable_redis_loses_no_enquiry_and_still_refuses_replays(
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(REDIS_URL="redis://127.0.0.1:1/0")
+    client = app.test_client()
+    payload = solve_captcha(client)
+    assert submit(client, payload).status_code == 202
+    warnings = records(caplog, logging.WARNING, "service.replay")
+    assert [r.getMessage() for r in warnings] == [
+        "Redis failed for the captcha replay store (ConnectionError); using the database for 30 s"
+    ]
+    # The database stands in for Redis: the solution was recorded there, and is refused again.
+    assert captcha_errors(submit(client, payload)) == [CAPTCHA_FAILED]
+    assert stored_enquiries(app) == 1
+
+
+def stored_enquiries(app: Flask) -> int:
+    """How many enquiries the app's store holds."""
+    with app.app_context(), app.extensions["store"].sessions() as session:
+        return session.query(Enquiry).count()

@@ -63,9 +63,7 @@ def test_status_of_an_empty_outbox(runner: FlaskCliRunner) -> None:
 def test_status_counts_each_state_and_fails_on_dead_letters(
     app: Flask, runner: FlaskCliRunner, one_of_each: dict[str, str]
 ) -> None:
-    change(
-        app, one_of_each["pending"], created_at=outbox.utcnow() - timedelta(minutes=3, seconds=5)
-    )
+    change(app, one_of_each["pending"], queued_at=outbox.utcnow() - timedelta(minutes=3, seconds=5))
     result = invoke(runner, "outbox", "status")
     assert result.exit_code == 1, "a dead letter makes the status check fail"
     assert result.stdout.splitlines()[:4] == [

@@ -1,4 +1,4 @@
-"""Rate limits on the submitting routes: per client address, for everyone, behind proxies, in Redis."""
+"""Rate limits on the submitting routes: per client, for everyone, behind proxies, in Redis."""
 
 from __future__ import annotations
 

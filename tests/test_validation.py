@@ -34,11 +34,37 @@ def test_valid_email_is_normalised(value: str, expected: str) -> None:
         "ja\x00ne@example.com",
         "jane@localhost",
         "jane@example.com\r\n",
+        "jane@example.com\u0085",
+        "jane@example.com\ud800",
+        "jane\u202e@example.com",
+        "jane@ex\u200dample.com",
+        "jane@example.com, x@evil.example",
+        "Jane <x@evil.example>",
+        # Letters beyond ASCII before the @ need SMTPUTF8 all the way to the clinic's inbox.
+        "jösé@example.com",
     ],
 )
 def test_invalid_email_says_invalid_email(value: str) -> None:
     with pytest.raises(v.FieldError, match="^Invalid Email$"):
         v.clean_email(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "normalised", "in_headers"),
+    [
+        ("jane@example.com", "jane@example.com", "jane@example.com"),
+        ("jane@Bücher.example", "jane@bücher.example", "jane@xn--bcher-kva.example"),
+        # IDNA 2008, as browsers and mail servers use: not Python's IDNA 2003 "fass.de".
+        ("jane@faß.de", "jane@faß.de", "jane@xn--fa-hia.de"),
+        # A Cyrillic "а": accepted (it is a real domain name), but shown for what it is.
+        ("jane@exаmple.com", "jane@exаmple.com", "jane@xn--exmple-4nf.com"),
+    ],
+)
+def test_international_domains_are_kept_and_sent_as_idna(
+    value: str, normalised: str, in_headers: str
+) -> None:
+    assert v.clean_email(value) == normalised
+    assert v.ascii_email(normalised) == in_headers
 
 
 @pytest.mark.parametrize(
@@ -68,6 +94,8 @@ def test_valid_phone_is_stored_as_e164(value: str, region: str, e164: str) -> No
         "0000 000 000",
         "+999 123 456 789",
         "0412\n345678",
+        "0412 345 678\ud800",
+        "0412 345 678\u2028",
         "1" * 50,
     ],
 )
@@ -98,7 +126,15 @@ def test_possible_but_invalid_number_is_refused() -> None:
         ("Jane\u2028Citizen", v.NAME_NOT_PLAIN),
         ("Jane\u2029", v.NAME_NOT_PLAIN),
         ("Ja\x00ne", v.NAME_NOT_PLAIN),
+        ("Jane\u0085Bcc: x@evil.example", v.NAME_NOT_PLAIN),
+        ("Jane\tCitizen", v.NAME_NOT_PLAIN),
+        ("Jane\x0bCitizen", v.NAME_NOT_PLAIN),
+        ("Jane\x1b[31m", v.NAME_NOT_PLAIN),
+        ("Ja\ud800ne", v.NAME_NOT_PLAIN),
+        ("Jane \u202eenilC", v.NAME_NOT_PLAIN),
+        ("Jane \u2067Citizen\u2069", v.NAME_NOT_PLAIN),
         ("=?UTF-8?Q?=0A?=Bcc: x@evil.example", v.NAME_NOT_PLAIN),
+        ("=?utf-8?b?SmFuZQpCY2M6IHhAZXZpbC5leGFtcGxl?=", v.NAME_NOT_PLAIN),
     ],
 )
 def test_bad_name_gets_a_clear_text(value: str, expected: str) -> None:
@@ -107,7 +143,14 @@ def test_bad_name_gets_a_clear_text(value: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["Jane Citizen", "Zoë O'Brien-Nguyễn", "x" * 100, "محمد\u200cرضا"]
+    "value",
+    [
+        "Jane Citizen",
+        "Zoë O'Brien-Nguyễn",
+        "x" * 100,
+        "محمد\u200cرضا",
+        "Jane <x@evil.example>, Bcc: y@evil.example",
+    ],
 )
 def test_plain_names_are_kept(value: str) -> None:
     assert v.clean_name(f"  {value} ") == value
@@ -121,6 +164,8 @@ def test_plain_names_are_kept(value: str) -> None:
         ("x" * 5001, v.MESSAGE_TOO_LONG),
         ("bell\x07", v.MESSAGE_NOT_PLAIN),
         ("nul\x00", v.MESSAGE_NOT_PLAIN),
+        ("next\u0085line", v.MESSAGE_NOT_PLAIN),
+        ("half a pair \ud83d", v.MESSAGE_NOT_PLAIN),
     ],
 )
 def test_bad_message_gets_a_clear_text(value: str, expected: str) -> None:
@@ -131,6 +176,11 @@ def test_bad_message_gets_a_clear_text(value: str, expected: str) -> None:
 def test_message_keeps_lines_and_normalises_line_ends() -> None:
     assert v.clean_message("one\r\ntwo\rthree\u2028four\n\tfive") == "one\ntwo\nthree\nfour\n\tfive"
     assert len(v.clean_message("x" * 5000)) == 5000
+
+
+def test_message_keeps_dots_and_right_to_left_text_as_written() -> None:
+    text = "one\r\n.\r\ntwo\n.\nthree \u202eevil"
+    assert v.clean_message(text) == "one\n.\ntwo\n.\nthree \u202eevil"
 
 
 @pytest.mark.parametrize(
@@ -144,6 +194,7 @@ def test_message_keeps_lines_and_normalises_line_ends() -> None:
         ("", None),
         (None, None),
         ("http://a.example/\nx", None),
+        ("https://a.example/\ud800", None),
         ("ftp://clinic.example/", None),
         ("https://" + "a" * 2000, None),
     ],

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, abort, request
 from werkzeug.datastructures import MultiDict
 
-from .. import enquiries
+from .. import captcha, enquiries, traps
 from ..forms import EnquiryForm
 from ..limits import limit_submissions
 
@@ -37,9 +37,12 @@ def create_enquiry() -> tuple[dict, int]:
     if not request.is_json:
         abort(415, description="Send the enquiry as JSON, with Content-Type: application/json.")
     data = request.get_json(silent=True)
+    field_name = captcha.field_name()
     if not isinstance(data, dict):
-        abort(400, description=NOT_AN_OBJECT)
-    formdata = MultiDict({key: _as_text(data[key]) for key in ACCEPTED_KEYS if key in data})
+        # The text names ALTCHA's field; another provider's widget posts its own.
+        abort(400, description=NOT_AN_OBJECT.replace("altcha", field_name))
+    accepted = (*ACCEPTED_KEYS, field_name, traps.HONEYPOT)
+    formdata = MultiDict({key: _as_text(data[key]) for key in accepted if key in data})
     if "page" not in formdata and request.referrer:
         formdata["page"] = request.referrer
     form = EnquiryForm(formdata=formdata, meta={"csrf": False})
@@ -48,8 +51,13 @@ def create_enquiry() -> tuple[dict, int]:
         0 < len(token) <= 200 and token.isascii() and token.isprintable()
     ):
         abort(400, description=BAD_IDEMPOTENCY_KEY)
-    enquiry = enquiries.submit(form, enquiries.idempotency_key("api", token, form), "the API")
+    # The API renders no form, so there is no time since it was shown: only the honeypot applies.
+    trap = traps.honeypot(data.get(traps.HONEYPOT))
+    if trap is not None:
+        return {"id": traps.spring("api", trap), "status": "queued"}, 202
+    enquiry = enquiries.submit(form, enquiries.idempotency_key("api", token, form), "api")
     if enquiry is not None:
         return {"id": enquiry.id, "status": "queued"}, 202
-    errors = {name: list(field.errors) for name, field in form._fields.items() if field.errors}
+    # Keyed by the name each field is posted under: the captcha's is its provider's.
+    errors = {field.name: list(field.errors) for field in form if field.errors}
     return {"errors": errors}, 422

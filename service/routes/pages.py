@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import (
     Blueprint,
     Response,
+    abort,
     current_app,
     jsonify,
     redirect,
@@ -13,7 +14,7 @@ from flask import (
     url_for,
 )
 
-from .. import captcha, enquiries, form_token
+from .. import captcha, enquiries, form_token, traps
 from ..forms import EnquiryForm
 from ..limits import limit_submissions
 from ..validation import clean_page_url
@@ -39,8 +40,12 @@ def contact() -> Response | tuple[str, int]:
         # A stale or missing token: show the form again with the visitor's words and a new token.
         current_app.logger.info("CSRF check failed: the form's token is missing, forged or expired")
         return render_template("contact.html", form=form, notice=form_token.EXPIRED), 400
+    trap = traps.honeypot(form.extra_comments.data) or traps.too_fast(form.csrf_token.data)
+    if trap is not None:
+        traps.spring("page", trap)
+        return redirect(url_for("pages.thanks"), code=303)
     key = enquiries.idempotency_key("form", token, form)
-    if enquiries.submit(form, key, "the form page") is not None:
+    if enquiries.submit(form, key, "page") is not None:
         return redirect(url_for("pages.thanks"), code=303)
     return render_template("contact.html", form=form), 422
 
@@ -54,6 +59,8 @@ def thanks() -> str:
 @bp.get("/altcha/challenge")
 def altcha_challenge() -> Response:
     """A fresh captcha challenge for the widget; never cached."""
+    if current_app.config["CAPTCHA_PROVIDER"] != "altcha":
+        abort(404)
     response = jsonify(captcha.create_challenge())
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -5,12 +5,15 @@
   var summary = document.getElementById("error-summary");
   if (summary) {
     summary.focus();
-    // A summary link moves focus to its field; the captcha's to the widget's checkbox.
+    // A summary link moves focus to its field; the captcha's to the widget's checkbox, or for a
+    // third-party widget to its frame (the checkbox inside is out of reach). Failing both, the
+    // link's own target, the captcha's box, takes focus.
     summary.addEventListener("click", function (event) {
       var link = event.target.closest("a[href^='#']");
       var target = link && document.getElementById(link.getAttribute("href").slice(1));
       if (!target) { return; }
-      var control = target.matches("input, textarea") ? target : target.querySelector("input[type=checkbox]");
+      var control = target.matches("input, textarea") ? target
+        : target.querySelector("input[type=checkbox]") || target.querySelector("iframe");
       if (!control) { return; }
       event.preventDefault();
       control.focus();

@@ -1,0 +1,69 @@
+"""Refuse request bodies that are not UTF-8 before any field is read, rather than guess."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote_to_bytes
+
+from flask import Flask, abort, request
+
+FORM_NOT_UTF8 = (
+    "The form could not be read: it contains characters that are not valid UTF-8. "
+    "Please check what you typed, or paste it again as plain text, and send it again."
+)
+JSON_NOT_UTF8 = (
+    "The request body must be a JSON object encoded as UTF-8; "
+    "it contains bytes that are not valid UTF-8."
+)
+JSON_TOO_DEEP = (
+    "The request body is nested too deeply to read; "
+    "send one JSON object with the enquiry's fields as text."
+)
+
+FORM = "application/x-www-form-urlencoded"
+MULTIPART = "multipart/form-data"
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _form_is_utf8(body: bytes) -> bool:
+    # Werkzeug leaves an undecodable %FF in the value as the text "%FF", and a browser would
+    # never send one: check each name and value after percent-decoding, as the form parser will.
+    for pair in body.split(b"&"):
+        if not _is_utf8(unquote_to_bytes(pair.replace(b"+", b" "))):
+            return False
+    return True
+
+
+def check_body() -> None:
+    """Answer 400 for a form or JSON body that is not UTF-8, or JSON too deep to parse."""
+    mimetype = request.mimetype
+    if mimetype == FORM:
+        if not _form_is_utf8(request.get_data()):
+            abort(400, description=FORM_NOT_UTF8)
+    elif mimetype == MULTIPART:
+        # The form has no file fields, so every part is text: the whole body must be UTF-8
+        # (Werkzeug would silently replace what is not).
+        if not _is_utf8(request.get_data()):
+            abort(400, description=FORM_NOT_UTF8)
+    elif request.is_json:
+        data = request.get_data()
+        # A NUL byte is valid UTF-8 but never part of UTF-8 JSON: it is UTF-16 or UTF-32 without
+        # a byte-order mark, which Python's json module would otherwise quietly accept.
+        if not _is_utf8(data) or b"\0" in data:
+            abort(400, description=JSON_NOT_UTF8)
+        try:
+            # Parsed once here; the view reads the cached result.
+            request.get_json(silent=True)
+        except RecursionError:
+            abort(400, description=JSON_TOO_DEEP)
+
+
+def init_app(app: Flask) -> None:
+    """Check every request's body before the views read it."""
+    app.before_request(check_body)

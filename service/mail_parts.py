@@ -1,0 +1,35 @@
+"""The clinic's email as Flask-Mail builds it, made safe to serialise whatever the visitor wrote."""
+
+from __future__ import annotations
+
+from email import policy
+from email.charset import QP, Charset
+from email.mime.base import MIMEBase
+from email.mime.text import MIMEText
+
+from flask_mail import Message
+
+# Flask-Mail encodes and folds every header itself (the name in an RFC 2047 encoded word), so
+# nothing may fold them again: refolding a header longer than 78 characters decodes the name and
+# writes it back unquoted, and a name like "x@evil.example, Jane Citizen of ..." would become a
+# second Reply-To address.
+SEND_AS_BUILT = policy.SMTP.clone(refold_source="none")
+
+
+class EnquiryMessage(Message):
+    """A Flask-Mail message with quoted-printable text parts and headers kept as encoded."""
+
+    def _mimetext(self, text: str | None, subtype: str = "plain") -> MIMEText:
+        """Encode a part as quoted-printable rather than Flask-Mail's raw 8bit."""
+        # Raw 8bit keeps a visitor's line as it is, and a 5,000-character paragraph breaks SMTP's
+        # limit of 998 octets per line: the server refuses the email for good. Quoted-printable
+        # wraps every line at 76 and needs no 8BITMIME from the server.
+        charset = Charset("utf-8")
+        charset.body_encoding = QP
+        return MIMEText(text or "", _subtype=subtype, _charset=charset)  # type: ignore[arg-type]
+
+    def _message(self) -> MIMEBase:
+        """Build the email with Flask-Mail, then serialise its headers exactly as encoded."""
+        message = super()._message()
+        message.policy = SEND_AS_BUILT
+        return message
