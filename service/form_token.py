@@ -10,6 +10,7 @@ Origin check (service/origins.py) is what refuses posts from other sites.
 from __future__ import annotations
 
 import secrets
+from datetime import datetime
 from typing import Any
 
 from flask import current_app
@@ -37,6 +38,24 @@ def read(token: Any) -> str | None:
     return nonce if isinstance(nonce, str) else None
 
 
+def issue() -> str:
+    """A new token for a freshly shown form."""
+    return _serializer().dumps(secrets.token_urlsafe(18))
+
+
+def issued_at(token: Any) -> datetime | None:
+    """When a valid token was issued (whole seconds), or None."""
+    if not isinstance(token, str) or not token or len(token) > 200:
+        return None
+    try:
+        _, when = _serializer().loads(
+            token, max_age=current_app.config["WTF_CSRF_TIME_LIMIT"], return_timestamp=True
+        )
+    except BadData:
+        return None
+    return when
+
+
 class FormToken(CSRF):
     """WTForms CSRF that signs a random value instead of storing a secret in the session."""
 
@@ -48,7 +67,7 @@ class FormToken(CSRF):
         posted = csrf_token_field.data
         if read(posted) is not None:
             return posted
-        return _serializer().dumps(secrets.token_urlsafe(18))
+        return issue()
 
     def validate_csrf_token(self, form: Form, field: CSRFTokenField) -> None:
         """Accept a token this service signed within WTF_CSRF_TIME_LIMIT."""

@@ -78,7 +78,9 @@ def test_expired_challenge_is_refused(app, client: FlaskClient) -> None:
 def test_wrong_solution_is_refused(client: FlaskClient) -> None:
     challenge = altcha.Challenge.from_dict(client.get("/altcha/challenge").get_json())
     solution = altcha.solve_challenge(challenge)
-    wrong = altcha.Solution(solution.counter + 1, solution.derived_key)
+    # The service checks the derived key (signed when the challenge was made), not the counter.
+    last = "0" if solution.derived_key[-1] != "0" else "1"
+    wrong = altcha.Solution(solution.counter, solution.derived_key[:-1] + last)
     assert captcha_errors(submit(client, altcha.Payload(challenge, wrong).to_base64())) == [
         CAPTCHA_FAILED
     ]
