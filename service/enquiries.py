@@ -61,22 +61,20 @@ def find(key: str) -> Enquiry | None:
 def submit(form: EnquiryForm, key: str | None, route: str) -> Enquiry | None:
     """Store a valid enquiry once per key, wake the worker, count the outcome; None if invalid."""
     source = SOURCES[route]
-    earlier = find(key) if key else None
+    enquiry = _accept_valid(form, key)
+    if enquiry is not None:
+        current_app.extensions["outbox_notify"]()
+        metrics.count_submission(route, "accepted")
+        logger.info("enquiry %s accepted from %s", enquiry.id, source)
+        return enquiry
+    # No look-up by key before trying: a repeat of a stored post (a double click, a resend)
+    # fails on its used captcha or on the key's unique index, and is recognised only then, so
+    # a first post costs no extra query.
+    earlier = find(key) if key is not None and form.captcha.errors else None
     if earlier is None:
-        enquiry = _accept_valid(form, key)
-        if enquiry is not None:
-            current_app.extensions["outbox_notify"]()
-            metrics.count_submission(route, "accepted")
-            logger.info("enquiry %s accepted from %s", enquiry.id, source)
-            return enquiry
-        # The captcha was refused: a twin of this post (a double click) may have been stored
-        # meanwhile with that same solution, and then this post is a repeat, not a robot.
-        if key is None or not form.captcha.errors or (earlier := find(key)) is None:
-            metrics.count_submission(route, "captcha_failed" if form.captcha.errors else "invalid")
-            metrics.count_invalid_fields(
-                [name for name, field in form._fields.items() if field.errors]
-            )
-            return None
+        metrics.count_submission(route, "captcha_failed" if form.captcha.errors else "invalid")
+        metrics.count_invalid_fields([name for name, field in form._fields.items() if field.errors])
+        return None
     form.captcha.errors = []
     metrics.count_submission(route, "repeated")
     logger.info("enquiry %s sent again from %s; stored once", earlier.id, source)

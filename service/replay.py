@@ -108,6 +108,11 @@ def seen(solution: Solution) -> bool:
         return session.get(UsedCaptcha, solution.key) is not None
 
 
+def uses_redis() -> bool:
+    """True when answers are recorded in Redis (and it is not in a pause after a failure)."""
+    return _shared() is not None
+
+
 def consume(session: Session, solution: Solution) -> bool:
     """Mark the answer used, in Redis or else in the caller's transaction; False if it was."""
     shared = _shared()

@@ -359,19 +359,14 @@ def test_malformed_idempotency_key_gives_400(app: Flask, client: FlaskClient, ke
 def test_simultaneous_duplicates_store_one_enquiry(
     app: Flask, monkeypatch: pytest.MonkeyPatch, path: str, solutions: int
 ) -> None:
-    """Both copies look for an earlier enquiry before either stores one: a real race."""
-    lookup, both_looked, seen = enquiries.find, threading.Barrier(2, timeout=10), threading.local()
-    first_lookups: list[Enquiry | None] = []
+    """Both copies have passed validation before either stores its enquiry: a real race."""
+    store_enquiry, both_ready = enquiries.accept, threading.Barrier(2, timeout=10)
 
-    def find_then_wait_for_the_twin(key: str) -> Enquiry | None:
-        earlier = lookup(key)
-        if not getattr(seen, "looked", False):
-            seen.looked = True
-            first_lookups.append(earlier)
-            both_looked.wait()
-        return earlier
+    def accept_when_the_twin_is_ready(*args: Any, **kwargs: Any) -> Enquiry:
+        both_ready.wait()
+        return store_enquiry(*args, **kwargs)
 
-    monkeypatch.setattr(enquiries, "find", find_then_wait_for_the_twin)
+    monkeypatch.setattr(enquiries, "accept", accept_when_the_twin_is_ready)
     client = app.test_client()
     token, captchas = csrf_token(client), [solve_captcha(client) for _ in range(solutions)]
 
@@ -384,7 +379,6 @@ def test_simultaneous_duplicates_store_one_enquiry(
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         responses = list(pool.map(post, [captchas[0], captchas[-1]]))
-    assert first_lookups == [None, None]
     assert [r.status_code for r in responses] == [ACCEPTED[path]] * 2, [r.data for r in responses]
     if path == "/api/enquiries":
         assert responses[0].get_json()["id"] == responses[1].get_json()["id"]
