@@ -6,6 +6,9 @@ import contextlib
 import fcntl
 import logging
 import os
+import random
+import sqlite3
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +19,10 @@ from sqlalchemy.orm import Session, sessionmaker
 logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = os.path.join(os.path.dirname(__file__), "migrations")
+# The execution option that marks a connection as about to write.
+WRITE = "contact_form_write"
+# How long a writer waits for SQLite's write lock before giving up.
+BUSY_SECONDS = 30
 
 
 class Store:
@@ -51,8 +58,11 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:
-        """Open a session, commit on success, roll back on error, always close."""
+        """Open a session for writing, commit on success, roll back on error, always close."""
         with self.session() as session, session.begin():
+            # Marks the connection so that SQLite takes its write lock at BEGIN (see below);
+            # sessions that only read begin DEFERRED and never wait for a writer.
+            session.connection(execution_options={WRITE: True})
             yield session
 
 
@@ -90,14 +100,32 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     # FULL: a commit is on disk before we say "thank you", even across a power cut.
     cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
     cursor.close()
 
 
 def _sqlite_on_begin(connection: Any) -> None:
+    if not connection.get_execution_options().get(WRITE):
+        connection.exec_driver_sql("BEGIN")
+        return
     # IMMEDIATE takes the write lock up front, so a read-then-write never fails half-way
-    # with SQLITE_BUSY and two workers can never claim the same row.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # with SQLITE_BUSY and two workers can never claim the same row. SQLite's own busy wait
+    # sleeps 1, 2, 5, 10 ... up to 100 ms between tries, which piles up under load; a writer
+    # holds the lock for well under a millisecond, so ask again every millisecond or two.
+    dbapi = connection.connection.dbapi_connection
+    deadline = time.monotonic() + BUSY_SECONDS
+    dbapi.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                dbapi.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(random.uniform(0.0005, 0.002))
+    finally:
+        dbapi.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
 
 
 def ping(engine: Engine) -> None:
