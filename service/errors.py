@@ -64,9 +64,9 @@ def handle_rate_limited(error: RateLimitExceeded) -> tuple[object, int, dict[str
     headers = {"Retry-After": str(seconds)}
     route = "api" if request.path.startswith("/api/") else "page"
     metrics.count_submission(route, "rate_limited")
-    logger.warning(
-        "submission refused: rate limit %s reached on %s", error.description, request.path
-    )
+    # A flood must not become a flood of log lines: the request's own line says
+    # "rate_limited", and /metrics counts it.
+    logger.debug("submission refused: rate limit %s reached on %s", error.description, request.path)
     if wants_json() or request.endpoint != "pages.contact":
         return {"error": text}, 429, headers
     return render_template("contact.html", form=EnquiryForm(), notice=text), 429, headers
