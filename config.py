@@ -184,9 +184,6 @@ class TestingConfig(Config):
     MAIL_DEFAULT_SENDER = "Contact form <forms@clinic.example>"
     MAIL_TIMEOUT = 5.0
     ALTCHA_COST = 50
-    # Tests post as fast as a robot; the ones about the spam traps and limits set their own.
-    FORM_MIN_FILL_SECONDS = 0.0
-    RATELIMIT_ENABLED = False
 
 
 class ProductionConfig(Config):

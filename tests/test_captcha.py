@@ -18,7 +18,7 @@ from werkzeug.test import TestResponse
 
 from service.models import Enquiry, UsedCaptcha
 from service.validation import CAPTCHA_FAILED
-from tests.conftest import IN_CI, VALID, solve_captcha
+from tests.conftest import VALID, redis_client, solve_captcha
 from tests.support import AppFactory, records
 
 REDIS = "redis://127.0.0.1:6379/15"
@@ -125,13 +125,7 @@ def test_invalid_submission_does_not_use_up_the_solution(client: FlaskClient) ->
 @pytest.fixture
 def replay_redis() -> Iterator[ReplayRedis]:
     """The machine's Redis (database 15); the keys this test's solutions made are removed after."""
-    client = redis.Redis.from_url(REDIS, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        if IN_CI:
-            pytest.fail("CI must test Redis: start redis-server on 127.0.0.1:6379")
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    client = redis_client(REDIS)
     shared = ReplayRedis(client)
     yield shared
     for key in shared.keys:

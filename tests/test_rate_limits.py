@@ -7,12 +7,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 
-from tests.conftest import VALID, csrf_token
+from tests.conftest import VALID, csrf_token, empty_redis
 
 REDIS = "redis://127.0.0.1:6379/14"
 LIMITED = {
@@ -24,25 +23,15 @@ LIMITED = {
 
 @pytest.fixture
 def app_config(app_config: dict[str, Any]) -> dict[str, Any]:
-    """The suite's settings with the limits switched on (TestingConfig turns them off)."""
+    """The suite's settings with the limits switched on (the suite's app_config turns them off)."""
     return {**app_config, **LIMITED, "RATELIMIT_KEY_PREFIX": f"test-{uuid.uuid4().hex}"}
 
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    """A Redis database of its own for the test; emptied afterwards."""
-    client = redis.Redis.from_url(REDIS, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        from tests.conftest import IN_CI
-
-        if IN_CI:
-            pytest.fail("CI must test Redis: start redis-server on 127.0.0.1:6379")
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
-    yield REDIS
-    client.flushdb()
-    client.close()
+    """A Redis database of its own for the test; emptied before and after."""
+    with empty_redis(REDIS) as url:
+        yield url
 
 
 def post_api(client: FlaskClient, address: str = "203.0.113.7", **headers: str) -> Any:

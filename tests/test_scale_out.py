@@ -12,12 +12,11 @@ from pathlib import Path
 
 import altcha
 import pytest
-import redis
 from sqlalchemy import create_engine, func, select
 
 from service.models import Enquiry
 from service.validation import CAPTCHA_FAILED
-from tests.conftest import IN_CI, VALID, postgres_url, private_schema
+from tests.conftest import VALID, empty_redis, postgres_url, private_schema
 from tests.processes import Gunicorn, Workers, request
 from tests.smtp_server import SMTPTestServer
 
@@ -37,17 +36,8 @@ def database() -> Iterator[str]:
 @pytest.fixture
 def shared_redis() -> Iterator[str]:
     """The machine's Redis, one database emptied before and after."""
-    client = redis.Redis.from_url(REDIS, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        if IN_CI:
-            pytest.fail("CI must run the scale-out test on Redis at 127.0.0.1:6379")
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
-    client.flushdb()
-    yield REDIS
-    client.flushdb()
-    client.close()
+    with empty_redis(REDIS) as url:
+        yield url
 
 
 @pytest.fixture
