@@ -81,8 +81,9 @@ def verify(payload: str | None) -> Solution | None:
     if not payload or len(payload) > 4096:
         return None
     try:
+        parsed = altcha.Payload.from_base64(payload)
         result = altcha.verify_solution(
-            payload, _secret("challenge").hex(), hmac_key_secret=_secret("key").hex()
+            parsed, _secret("challenge").hex(), hmac_key_secret=_secret("key").hex()
         )
     except Exception:  # A crafted payload must cost a captcha error, never a 500.
         logger.info("captcha payload could not be parsed")
@@ -99,6 +100,6 @@ def verify(payload: str | None) -> Solution | None:
         )
         logger.info("captcha rejected: %s", reason)
         return None
-    challenge = altcha.Payload.from_base64(payload).challenge
+    challenge = parsed.challenge
     expires_at = datetime.fromtimestamp(int(challenge.parameters.expires_at), UTC)
     return Solution(key=str(challenge.signature), expires_at=expires_at)

@@ -6,14 +6,14 @@ import http.server
 import json
 import os
 import shutil
-import threading
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pytest
 from flask import Flask
 from werkzeug.serving import make_server
+
+from tests.served import ServedInThread
 
 ROOT = Path(__file__).resolve().parent.parent
 AXE = ROOT / "tests" / "node_modules" / "axe-core" / "axe.min.js"
@@ -65,35 +65,20 @@ def block_third_party_cookies(profile: Path) -> None:
     (profile / "Default" / "Preferences").write_text(json.dumps(BLOCK_THIRD_PARTY_COOKIES))
 
 
-class LiveServer:
+class LiveServer(ServedInThread):
     """A Flask app served by Werkzeug on 127.0.0.1 in a thread, for the browser to reach."""
 
     def __init__(self, app: Flask) -> None:
         self.app = app
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.serve(make_server("127.0.0.1", 0, app, threaded=True))
         self.origin = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def url(self, path: str) -> str:
         """An absolute URL on this server."""
         return self.origin + path
 
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.server.shutdown()
-        self.thread.join(5)
-        self.server.server_close()
-
-
-class HostSite:
+class HostSite(ServedInThread):
     """The clinic's own website: static pages on 127.0.0.1, visited as http://localhost:PORT.
 
     localhost and 127.0.0.1 are different sites to the browser, so the form it embeds from the
@@ -120,28 +105,13 @@ class HostSite:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.serve(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler))
         self.origin = f"http://localhost:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def page(self, path: str, body: str) -> str:
         """Serve `body` at `path` and return its URL."""
         self.pages[path] = body
         return self.origin + path
-
-    def __enter__(self) -> HostSite:
-        self.thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.server.shutdown()
-        self.thread.join(5)
-        self.server.server_close()
 
 
 def article(body: str) -> str:

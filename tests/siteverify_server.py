@@ -17,6 +17,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl
 
+from tests.served import ServedInThread
+
 PROVIDERS = ("recaptcha", "hcaptcha", "turnstile")
 
 # The providers' documented test keys: (site key, secret key, token the test widget produces).
@@ -83,7 +85,7 @@ ERROR_CODES = {
 SITE_KEY = "stand-in-site-key"
 
 
-class SiteverifyServer:
+class SiteverifyServer(ServedInThread):
     """One provider's siteverify endpoint on 127.0.0.1, answering until the `with` block ends."""
 
     def __init__(self, provider: str, hostname: str = "localhost") -> None:
@@ -119,12 +121,10 @@ class SiteverifyServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        http_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        http_server.daemon_threads = True
+        self.serve(http_server, poll_interval=0.05)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/siteverify"
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
 
     def issue(self) -> str:
         """A fresh token, as the provider's widget gets once a visitor passes; good once."""
@@ -216,17 +216,11 @@ class SiteverifyServer:
     def _json(reply: dict[str, Any]) -> bytes:
         return json.dumps(reply).encode()
 
-    def __enter__(self) -> SiteverifyServer:
-        self.thread.start()
-        return self
-
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._release.set()
-        self.server.shutdown()
-        self.thread.join(5)
-        self.server.server_close()
+        self._release.set()  # let any hung reply finish
+        super().__exit__(exc_type, exc, tb)
