@@ -38,8 +38,12 @@ def field_name() -> str:
     return provider.field if provider else ALTCHA_FIELD
 
 
+class AnswerReused(Exception):
+    """The answer is genuine but was used before: the post may be a resend of a stored one."""
+
+
 def check(answer: str | None) -> Solution | None:
-    """Verify the configured captcha's answer and that it is unused; None if it fails."""
+    """Verify the configured captcha's answer; None if it fails, AnswerReused if it was used."""
     if siteverify.current() is not None:
         return siteverify.verify(answer)
     solution = verify(answer)
@@ -47,7 +51,7 @@ def check(answer: str | None) -> Solution | None:
     # the enquiry is stored, in the same transaction, so it is not asked twice.
     if solution is not None and replay.uses_redis() and replay.seen(solution):
         logger.info("captcha rejected: solution used before")
-        return None
+        raise AnswerReused()
     return solution
 
 

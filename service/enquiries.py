@@ -10,10 +10,10 @@ from email.utils import parseaddr
 from typing import TYPE_CHECKING, Any
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from . import metrics, replay
+from . import metrics, replay, siteverify
 from .extensions import store
 from .models import PENDING, Enquiry
 from .validation import CAPTCHA_FAILED
@@ -69,8 +69,12 @@ def submit(form: EnquiryForm, key: str | None, route: str) -> Enquiry | None:
         return enquiry
     # No look-up by key before trying: a repeat of a stored post (a double click, a resend)
     # fails on its used captcha or on the key's unique index, and is recognised only then, so
-    # a first post costs no extra query.
-    earlier = find(key) if key is not None and form.captcha.errors else None
+    # a first post costs no extra query, and neither does junk with no genuine answer. A
+    # third-party provider does not say why it refused a token, so any refusal may be a repeat.
+    maybe_repeat = form.answer_reused or (
+        bool(form.captcha.errors) and siteverify.current() is not None
+    )
+    earlier = find(key) if key is not None and maybe_repeat else None
     if earlier is None:
         metrics.count_submission(route, "captcha_failed" if form.captcha.errors else "invalid")
         metrics.count_invalid_fields([name for name, field in form._fields.items() if field.errors])
@@ -89,6 +93,7 @@ def _accept_valid(form: EnquiryForm, key: str | None) -> Enquiry | None:
         return accept(form.cleaned, form.solution, key)
     except (CaptchaReplayed, IntegrityError):  # IntegrityError: the key, committed by a twin
         form.captcha.errors = [CAPTCHA_FAILED]
+        form.answer_reused = True
         return None
 
 
@@ -98,7 +103,7 @@ def accept(
     """Commit the enquiry to the outbox and mark its captcha used (CaptchaReplayed if taken)."""
     now = datetime.now(UTC)
     enquiry_id = uuid.uuid4().hex
-    enquiry = Enquiry(
+    values = dict(
         id=enquiry_id,
         created_at=now,
         name=fields["name"],
@@ -113,11 +118,10 @@ def accept(
         queued_at=now,
         next_attempt_at=now,
     )
-    with store.transaction() as session:
-        session.add(enquiry)
+    with store.writing() as connection:
         # The enquiry first: a twin with the same idempotency key fails here, before its captcha
         # is marked used in Redis, which no rollback could undo.
-        session.flush()
-        if solution is not None and not replay.consume(session, solution):
+        connection.execute(insert(Enquiry.__table__).values(values))
+        if solution is not None and not replay.consume(connection, solution):
             raise CaptchaReplayed()
-    return enquiry
+    return Enquiry(**values)

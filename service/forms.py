@@ -66,6 +66,9 @@ class EnquiryForm(FlaskForm):
         super().__init__(*args, **kwargs)
         self.cleaned: dict[str, Any] = {}
         self.solution: captcha.Solution | None = None
+        # The captcha's answer was genuine but already used: this may be a resend of an enquiry
+        # that is stored (a double click, a refresh), which the visitor should be thanked for.
+        self.answer_reused = False
 
     def validate_name(self, field: Field) -> None:
         """Require a plain, short name."""
@@ -94,7 +97,11 @@ class EnquiryForm(FlaskForm):
             # A provider accepts a token once: keep it for the corrected form rather than spend
             # it on one that cannot be stored anyway.
             return
-        solution = captcha.check(field.data)
+        try:
+            solution = captcha.check(field.data)
+        except captcha.AnswerReused:
+            self.answer_reused = True
+            solution = None
         if solution is None:
             raise ValidationError(validation.CAPTCHA_FAILED)
         self.solution = solution

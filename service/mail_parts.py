@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
-from email import policy
+import secrets
 from email.charset import QP, Charset
 from email.mime.base import MIMEBase
 from email.mime.text import MIMEText
+from email.policy import EmailPolicy, compat32
+from typing import Any
 
 from flask_mail import Message
+
+
+class _SendAsBuilt(EmailPolicy):
+    """SMTP's policy, with headers written as they were built and read back as plain text."""
+
+    def header_fetch_parse(self, name: str, value: str) -> Any:
+        """The stored text, as compat32 gives it, not a header object parsed on every read."""
+        # Serialising reads Content-Type and the boundary a dozen times per email; parsing them
+        # through the header registry each time was a fifth of the cost of a delivery.
+        return compat32.header_fetch_parse(name, value)
+
 
 # Flask-Mail encodes and folds every header itself (the name in an RFC 2047 encoded word), so
 # nothing may fold them again: refolding a header longer than 78 characters decodes the name and
 # writes it back unquoted, and a name like "x@evil.example, Jane Citizen of ..." would become a
 # second Reply-To address.
-SEND_AS_BUILT = policy.SMTP.clone(refold_source="none")
+SEND_AS_BUILT = _SendAsBuilt(linesep="\r\n", refold_source="none")
 
 
 class EnquiryMessage(Message):
@@ -32,4 +45,11 @@ class EnquiryMessage(Message):
         """Build the email with Flask-Mail, then serialise its headers exactly as encoded."""
         message = super()._message()
         message.policy = SEND_AS_BUILT
+        for part in message.walk():
+            if part.is_multipart():
+                # Set here, the serialiser need not search the text for a safe boundary (a regular
+                # expression compiled per message). "==" never occurs in quoted-printable output,
+                # where "=" is always followed by two hex digits or a line break, and every part
+                # is quoted-printable, so no line of any part can match this boundary.
+                part.set_boundary(f"=={secrets.token_hex(16)}==")
         return message

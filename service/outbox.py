@@ -17,6 +17,9 @@ from .logs import frames
 from .models import FAILED, PENDING, SENDING, SENT, STATES, Enquiry
 
 logger = logging.getLogger(__name__)
+# Single-row updates go to the table, not through the ORM, which would look for the row among
+# the objects it tracks first.
+TABLE = Enquiry.__table__
 
 
 def utcnow() -> datetime:
@@ -69,10 +72,10 @@ def claim(worker_id: str, limit: int) -> list[Enquiry]:
 
 def mark_sent(enquiry: Enquiry) -> None:
     """Record that the SMTP server accepted the enquiry's email."""
-    with store.transaction() as session:
-        session.execute(
-            update(Enquiry)
-            .where(Enquiry.id == enquiry.id)
+    with store.writing() as connection:
+        connection.execute(
+            update(TABLE)
+            .where(TABLE.c.id == enquiry.id)
             .values(status=SENT, sent_at=utcnow(), lease_expires_at=None, last_error=None)
         )
     metrics.count_delivery("sent")
@@ -91,8 +94,8 @@ def mark_failed_attempt(enquiry: Enquiry, failure: mailer.Failure) -> datetime |
     else:
         retry_at = now + backoff(enquiry.attempts)
         values.update(status=PENDING, next_attempt_at=retry_at)
-    with store.transaction() as session:
-        session.execute(update(Enquiry).where(Enquiry.id == enquiry.id).values(**values))
+    with store.writing() as connection:
+        connection.execute(update(TABLE).where(TABLE.c.id == enquiry.id).values(**values))
     metrics.count_delivery("retry" if retry_at else "dead_letter")
     if retry_at is None:
         why = "permanent failure" if failure.permanent else "gave up after retrying"

@@ -15,7 +15,7 @@ from flask import current_app
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
-from sqlalchemy import delete
+from sqlalchemy import Connection, delete
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -113,7 +113,7 @@ def uses_redis() -> bool:
     return _shared() is not None
 
 
-def consume(session: Session, solution: Solution) -> bool:
+def consume(connection: Connection, solution: Solution) -> bool:
     """Mark the answer used, in Redis or else in the caller's transaction; False if it was."""
     shared = _shared()
     if shared is not None:
@@ -124,12 +124,12 @@ def consume(session: Session, solution: Solution) -> bool:
             )
         except (RedisError, OSError) as error:
             shared.failed(error)
-    return _consume_in_store(session, solution)
+    return _consume_in_store(connection, solution)
 
 
-def _consume_in_store(session: Session, solution: Solution) -> bool:
+def _consume_in_store(connection: Connection, solution: Solution) -> bool:
     table = UsedCaptcha.__table__
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
     statement = (
         insert(table)
         .values(key=solution.key, expires_at=solution.expires_at)
@@ -137,7 +137,7 @@ def _consume_in_store(session: Session, solution: Solution) -> bool:
         .returning(table.c.key)
     )
     # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
-    return session.execute(statement).scalar() is not None
+    return connection.execute(statement).scalar() is not None
 
 
 def forget_expired(session: Session, now: datetime | None = None) -> int:

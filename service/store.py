@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,16 @@ class Store:
             # sessions that only read begin DEFERRED and never wait for a writer.
             session.connection(execution_options={WRITE: True})
             yield session
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """A connection for SQL statements in one writing transaction: commit on success."""
+        # Core statements, not the ORM's unit of work: the hot writes (an enquiry in, a `sent`
+        # mark) are single statements, and the ORM's bookkeeping would cost more than the write.
+        with self.engine.connect() as connection:
+            connection.execution_options(**{WRITE: True})
+            with connection.begin():
+                yield connection
 
 
 class _State:

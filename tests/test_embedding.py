@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import html
+import json
 import re
 import threading
 import time
@@ -13,6 +15,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from itsdangerous import TimestampSigner
+from sqlalchemy import event
 from werkzeug.test import TestResponse
 
 from service import enquiries
@@ -325,6 +328,36 @@ def test_api_retry_with_the_same_idempotency_key_is_one_enquiry(
     assert stored(app) == 1
     assert deliver_all(app) == 1
     assert len(smtp_server.wait_for(1)) == 1
+
+
+@pytest.mark.parametrize(
+    "altcha",
+    ["", "not-base64!", "forged"],
+    ids=["missing", "unreadable", "wrong-solution"],
+)
+@pytest.mark.parametrize("path", ACCEPTED)
+def test_a_post_without_a_genuine_captcha_answer_costs_no_store_query(
+    app: Flask, client: FlaskClient, path: str, altcha: str
+) -> None:
+    """Only a genuine answer used before can mean a resend; junk is refused without a look-up."""
+    if altcha == "forged":
+        genuine = json.loads(base64.b64decode(solve_captcha(client)))
+        genuine["solution"]["derivedKey"] = "00" * 32
+        altcha = base64.b64encode(json.dumps(genuine).encode()).decode()
+    data = {**VALID, "csrf_token": csrf_token(client), "altcha": altcha}
+    statements: list[str] = []
+    engine = app.extensions["store"].engine
+    record = lambda *args: statements.append(args[2])  # noqa: E731 - (conn, cursor, statement, ...)
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        if path == "/contact":
+            response = client.post(path, data=data)
+        else:
+            response = client.post(path, json={k: v for k, v in data.items() if k != "csrf_token"})
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert response.status_code == 422
+    assert statements == []
 
 
 @pytest.mark.parametrize(
