@@ -187,6 +187,24 @@ class Processes:
 PROCESSES = Processes()
 
 
+def cpu_times() -> list[int] | None:
+    """The machine's CPU time counters (/proc/stat's first line), or None off Linux."""
+    try:
+        with open("/proc/stat") as stat:
+            return [int(value) for value in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+def steal_percent(before: list[int] | None, after: list[int] | None) -> float | None:
+    """The share of CPU time stolen by the hypervisor between two cpu_times() readings."""
+    if not before or not after or len(before) < 8 or len(after) < 8:
+        return None
+    spent = [later - earlier for earlier, later in zip(before[:8], after[:8], strict=True)]
+    total = sum(spent)  # user nice system idle iowait irq softirq steal (guest is in user)
+    return 100.0 * spent[7] / total if total > 0 else None
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
@@ -401,6 +419,9 @@ class Run:
     sent: int
     mails_expected: int | None = None
     mails_seen: int | None = None
+    # The share of the machine's CPU time taken by the hypervisor for other guests during the
+    # run (Linux's "steal"): on a shared VM, a run with a high figure was slowed from outside.
+    steal_pct: float | None = None
 
 
 class Sink:
@@ -639,11 +660,13 @@ class Bench:
             load.mode,
             str(threads),
         ]
+        before = cpu_times()
         proc = PROCESSES.start(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             out, err = proc.communicate(timeout=seconds + 60)
         finally:
             PROCESSES.stop(proc)
+        steal = steal_percent(before, cpu_times())
         line = next((x for x in out.splitlines() if x.startswith("BENCH-JSON ")), None)
         if proc.returncode != 0 or line is None:
             raise BenchError(f"wrk failed ({proc.returncode}):\n{out}\n{err}")
@@ -670,6 +693,7 @@ class Bench:
             unexpected=unexpected,
             overflow=data["overflow"],
             sent=data["sent"],
+            steal_pct=steal,
         )
 
     def warm(self, server: Server, path: str) -> None:
@@ -724,6 +748,7 @@ class Bench:
             say(
                 f"  {system:8} {scenario:12} rep {rep + 1}: {run.rps:8.1f} req/s  "
                 f"p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:7.2f} ms  {run.statuses}"
+                + (f"  steal {run.steal_pct:.0f}%" if run.steal_pct is not None else "")
             )
             runs.append(run)
         self.results[scenario][system] = {
@@ -1280,6 +1305,7 @@ def render_markdown(report: dict) -> str:
         "(see the JSON's `problems`). ‡ each request carries its own freshly solved captcha and "
         f"is sent once: {s['valid_requests_per_run']:,} requests per run instead of a fixed "
         "duration.",
+        *steal_note(report),
         "",
         "Targets (2 gunicorn workers, 16 connections):",
         "",
@@ -1296,6 +1322,26 @@ def render_markdown(report: dict) -> str:
         lines += ["", "Problems seen during the run:", ""]
         lines += [f"- {problem.splitlines()[0]}" for problem in report["problems"]]
     return "\n".join(lines) + "\n"
+
+
+def steal_note(report: dict) -> list[str]:
+    """A sentence on the CPU time the hypervisor took from the runs, if the machine says."""
+    steals = [
+        (run["steal_pct"], f"{system} / {scenario}")
+        for scenario, systems in report["results"].items()
+        for system, entry in systems.items()
+        for run in entry["runs"]
+        if run.get("steal_pct") is not None
+    ]
+    if not steals:
+        return []
+    worst, where = max(steals)
+    median = statistics.median(value for value, _ in steals)
+    return [
+        "",
+        f"CPU steal (time the hypervisor gave to other guests) during the wrk runs: median "
+        f"{median:.1f} %, at most {worst:.1f} % ({where}).",
+    ]
 
 
 def main() -> int:

@@ -18,6 +18,9 @@ from .extensions import store
 logger = logging.getLogger(__name__)
 
 PURGE_EVERY_SECONDS = 24 * 3600
+# How long a woken worker waits for more enquiries before claiming: enquiries come in bursts
+# (a flood, a busy morning), and a burst gathered is one claim and one SMTP connection.
+GATHER_SECONDS = 0.1
 
 
 class Worker:
@@ -61,7 +64,8 @@ class Worker:
                 self.run_once()
             except Exception as error:  # The store may be briefly unreachable: keep going.
                 logger.error("delivery worker error: %s", type(error).__name__)
-            self._wake.wait(poll)
+            if self._wake.wait(poll):
+                self.stopping.wait(GATHER_SECONDS)
         logger.info("delivery worker %s stopped", self.id)
 
     def _more_due(self) -> bool:
