@@ -16,6 +16,9 @@ from config import ConfigurationError, config_class, read_environment
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app: configuration, extensions, routes, error handlers, delivery."""
     app = Flask(__name__, instance_relative_config=True)
+    from .form_token import NoSessions
+
+    app.session_interface = NoSessions()
     load_config(app, test_config)
     from .logs import configure_logging
 

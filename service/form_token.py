@@ -13,7 +13,8 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from flask import current_app
+from flask import Flask, Request, Response, current_app
+from flask.sessions import SessionInterface
 from itsdangerous import BadData, URLSafeTimedSerializer
 from wtforms import Form
 from wtforms.csrf.core import CSRF, CSRFTokenField
@@ -21,6 +22,18 @@ from wtforms.validators import ValidationError
 
 EXPIRED = "This form had expired. Please check your details and press Send again."
 SALT = "contact-form.form-token"
+
+
+class NoSessions(SessionInterface):
+    """Flask's session switched off: the service neither reads nor sets a cookie."""
+
+    def open_session(self, app: Flask, request: Request) -> None:
+        """No session: Flask hands views a null one, which refuses to be written."""
+        # Flask's cookie session would build a signing serializer on every request, for nothing.
+        return None
+
+    def save_session(self, app: Flask, session: Any, response: Response) -> None:
+        """Nothing to save."""
 
 
 def _serializer() -> URLSafeTimedSerializer:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 import sys
 import time
 import traceback
-import uuid
 from datetime import UTC, datetime
 
 from flask import Flask, Response, g, has_request_context, request
@@ -90,7 +90,7 @@ def configure_logging(app: Flask) -> None:
 def start_request() -> None:
     """Take the caller's X-Request-ID if it is a plain token, else make one; start the clock."""
     given = request.headers.get("X-Request-ID", "")
-    g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    g.request_id = given if REQUEST_ID.fullmatch(given) else secrets.token_hex(16)
     g.started = time.perf_counter()
 
 
