@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Built once: the columns come with each execution's values.
+INSERT_ENQUIRY = insert(Enquiry.__table__)
 # How the log names each route an enquiry can come by.
 SOURCES = {"page": "the form page", "api": "the API"}
 
@@ -121,7 +123,7 @@ def accept(
     with store.writing() as connection:
         # The enquiry first: a twin with the same idempotency key fails here, before its captcha
         # is marked used in Redis, which no rollback could undo.
-        connection.execute(insert(Enquiry.__table__).values(values))
+        connection.execute(INSERT_ENQUIRY, values)
         if solution is not None and not replay.consume(connection, solution):
             raise CaptchaReplayed()
     return Enquiry(**values)

@@ -127,17 +127,20 @@ def consume(connection: Connection, solution: Solution) -> bool:
     return _consume_in_store(connection, solution)
 
 
-def _consume_in_store(connection: Connection, solution: Solution) -> bool:
+def _insert_once(insert: Any) -> Any:
     table = UsedCaptcha.__table__
-    insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    statement = (
-        insert(table)
-        .values(key=solution.key, expires_at=solution.expires_at)
-        .on_conflict_do_nothing(index_elements=["key"])
-        .returning(table.c.key)
-    )
     # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
-    return connection.execute(statement).scalar() is not None
+    return insert(table).on_conflict_do_nothing(index_elements=["key"]).returning(table.c.key)
+
+
+# Built once per dialect: the values come with each execution.
+_INSERT_ONCE = {"postgresql": _insert_once(pg_insert), "sqlite": _insert_once(sqlite_insert)}
+
+
+def _consume_in_store(connection: Connection, solution: Solution) -> bool:
+    statement = _INSERT_ONCE[connection.dialect.name]
+    values = {"key": solution.key, "expires_at": solution.expires_at}
+    return connection.execute(statement, values).scalar() is not None
 
 
 def forget_expired(session: Session, now: datetime | None = None) -> int:
