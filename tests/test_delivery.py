@@ -125,3 +125,54 @@ def test_every_attempt_carries_the_same_message_id(
         first, second = mailer.build_message(enquiry), mailer.build_message(enquiry)
         assert first.msgId == second.msgId == f"<enquiry-{enquiry_id}@clinic.example>"
         assert first.as_bytes().count(b"Message-ID:") == 1
+
+
+def _busy_for(client: FlaskClient, seconds: float, smtp_server: SMTPTestServer) -> int | None:
+    """Send requests back to back for `seconds`; return when the first email arrived, if it did."""
+    started = time.monotonic()
+    arrived = None
+    while time.monotonic() - started < seconds:
+        assert client.get("/healthz").status_code == 200
+        if arrived is None and smtp_server.messages:
+            arrived = time.monotonic() - started
+    return arrived
+
+
+def test_embedded_worker_delivers_in_a_lull_between_requests(
+    app_config, smtp_server, monkeypatch
+) -> None:
+    from service import create_app, worker
+
+    monkeypatch.setenv("SERVICE_ENV", "testing")
+    # A generous lull, so that a slow test machine's pauses between requests do not count as one.
+    monkeypatch.setattr(worker, "QUIET_SECONDS", 0.3)
+    monkeypatch.setattr(worker, "YIELD_AT_MOST_SECONDS", 30.0)
+    app = create_app({**app_config, "DELIVERY_WORKER": "embedded"})
+    try:
+        client = app.test_client()
+        enqueue(client)
+        assert _busy_for(client, 1.5, smtp_server) is None, "delivered while requests kept coming"
+        assert len(smtp_server.wait_for(1, timeout=10)) == 1
+    finally:
+        app.extensions["embedded_worker"].stop(5)
+        app.extensions["store"].engine.dispose()
+
+
+def test_embedded_worker_delivers_during_a_flood_that_leaves_no_lull(
+    app_config, smtp_server, monkeypatch
+) -> None:
+    from service import create_app, worker
+
+    monkeypatch.setenv("SERVICE_ENV", "testing")
+    monkeypatch.setattr(worker, "QUIET_SECONDS", 0.3)
+    monkeypatch.setattr(worker, "YIELD_AT_MOST_SECONDS", 0.5)
+    app = create_app({**app_config, "DELIVERY_WORKER": "embedded"})
+    try:
+        client = app.test_client()
+        enqueue(client)
+        arrived = _busy_for(client, 5.0, smtp_server)
+        assert arrived is not None, "the flood held the email back"
+        assert arrived >= 0.4, "it did not wait for a lull first"
+    finally:
+        app.extensions["embedded_worker"].stop(5)
+        app.extensions["store"].engine.dispose()
