@@ -1,6 +1,8 @@
 """Delivery to the clinic's inbox through a real SMTP server: headers, parts, escaping, once."""
 
+import contextlib
 import time
+from collections.abc import Iterator
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -98,19 +100,26 @@ def test_smtp_down_at_submission_then_up_delivers_exactly_one(
         assert outbox.status().counts == {"pending": 0, "sending": 0, "sent": 1, "failed": 0}
 
 
-def test_embedded_worker_delivers_without_being_asked(app_config, smtp_server, monkeypatch) -> None:
+@contextlib.contextmanager
+def embedded_worker_app(app_config: dict, monkeypatch) -> Iterator[Flask]:
+    """An app whose delivery worker runs in its own process, stopped at the end."""
     from service import create_app
 
     monkeypatch.setenv("SERVICE_ENV", "testing")
     app = create_app({**app_config, "DELIVERY_WORKER": "embedded", "OUTBOX_POLL_SECONDS": 0.2})
     try:
+        yield app
+    finally:
+        app.extensions["embedded_worker"].stop(5)
+        app.extensions["store"].engine.dispose()
+
+
+def test_embedded_worker_delivers_without_being_asked(app_config, smtp_server, monkeypatch) -> None:
+    with embedded_worker_app(app_config, monkeypatch) as app:
         client = app.test_client()
         enqueue(client)
         enqueue(client)
         assert len(smtp_server.wait_for(2)) == 2
-    finally:
-        app.extensions["embedded_worker"].stop(5)
-        app.extensions["store"].engine.dispose()
 
 
 def test_every_attempt_carries_the_same_message_id(
@@ -141,38 +150,28 @@ def _busy_for(client: FlaskClient, seconds: float, smtp_server: SMTPTestServer) 
 def test_embedded_worker_delivers_in_a_lull_between_requests(
     app_config, smtp_server, monkeypatch
 ) -> None:
-    from service import create_app, worker
+    from service import worker
 
-    monkeypatch.setenv("SERVICE_ENV", "testing")
     # A generous lull, so that a slow test machine's pauses between requests do not count as one.
     monkeypatch.setattr(worker, "QUIET_SECONDS", 0.3)
     monkeypatch.setattr(worker, "YIELD_AT_MOST_SECONDS", 30.0)
-    app = create_app({**app_config, "DELIVERY_WORKER": "embedded"})
-    try:
+    with embedded_worker_app(app_config, monkeypatch) as app:
         client = app.test_client()
         enqueue(client)
         assert _busy_for(client, 1.5, smtp_server) is None, "delivered while requests kept coming"
         assert len(smtp_server.wait_for(1, timeout=10)) == 1
-    finally:
-        app.extensions["embedded_worker"].stop(5)
-        app.extensions["store"].engine.dispose()
 
 
 def test_embedded_worker_delivers_during_a_flood_that_leaves_no_lull(
     app_config, smtp_server, monkeypatch
 ) -> None:
-    from service import create_app, worker
+    from service import worker
 
-    monkeypatch.setenv("SERVICE_ENV", "testing")
     monkeypatch.setattr(worker, "QUIET_SECONDS", 0.3)
     monkeypatch.setattr(worker, "YIELD_AT_MOST_SECONDS", 0.5)
-    app = create_app({**app_config, "DELIVERY_WORKER": "embedded"})
-    try:
+    with embedded_worker_app(app_config, monkeypatch) as app:
         client = app.test_client()
         enqueue(client)
         arrived = _busy_for(client, 5.0, smtp_server)
         assert arrived is not None, "the flood held the email back"
         assert arrived >= 0.4, "it did not wait for a lull first"
-    finally:
-        app.extensions["embedded_worker"].stop(5)
-        app.extensions["store"].engine.dispose()
