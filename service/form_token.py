@@ -37,15 +37,13 @@ class NoSessions(SessionInterface):
 
 
 def _serializer() -> URLSafeTimedSerializer:
-    # One per app and key: building it on every call was a tenth of the form page's time.
-    key = current_app.config["SECRET_KEY"]
-    cached = current_app.extensions.get("form_token_serializer")
-    if cached is None or cached[0] != key:
-        cached = current_app.extensions["form_token_serializer"] = (
-            key,
-            URLSafeTimedSerializer(key, salt=SALT),
+    # One per app: building it on every call was a tenth of the form page's time.
+    serializer = current_app.extensions.get("form_token_serializer")
+    if serializer is None:
+        serializer = current_app.extensions["form_token_serializer"] = URLSafeTimedSerializer(
+            current_app.config["SECRET_KEY"], salt=SALT
         )
-    return cached[1]
+    return serializer
 
 
 def read(token: Any) -> str | None:
