@@ -101,11 +101,13 @@ def test_smtp_down_at_submission_then_up_delivers_exactly_one(
 
 
 @contextlib.contextmanager
-def embedded_worker_app(app_config: dict, monkeypatch) -> Iterator[Flask]:
-    """An app whose delivery worker runs in its own process, stopped at the end."""
-    from service import create_app
+def embedded_worker_app(app_config: dict, monkeypatch, **worker_timing: float) -> Iterator[Flask]:
+    """An app with its own delivery worker, stopped at the end; `worker_timing` sets its timings."""
+    from service import create_app, worker
 
     monkeypatch.setenv("SERVICE_ENV", "testing")
+    for name, seconds in worker_timing.items():
+        monkeypatch.setattr(worker, name, seconds)
     app = create_app({**app_config, "DELIVERY_WORKER": "embedded", "OUTBOX_POLL_SECONDS": 0.2})
     try:
         yield app
@@ -150,12 +152,9 @@ def _busy_for(client: FlaskClient, seconds: float, smtp_server: SMTPTestServer) 
 def test_embedded_worker_delivers_in_a_lull_between_requests(
     app_config, smtp_server, monkeypatch
 ) -> None:
-    from service import worker
-
     # A generous lull, so that a slow test machine's pauses between requests do not count as one.
-    monkeypatch.setattr(worker, "QUIET_SECONDS", 0.3)
-    monkeypatch.setattr(worker, "YIELD_AT_MOST_SECONDS", 30.0)
-    with embedded_worker_app(app_config, monkeypatch) as app:
+    timing = {"QUIET_SECONDS": 0.3, "YIELD_AT_MOST_SECONDS": 30.0}
+    with embedded_worker_app(app_config, monkeypatch, **timing) as app:
         client = app.test_client()
         enqueue(client)
         assert _busy_for(client, 1.5, smtp_server) is None, "delivered while requests kept coming"
@@ -165,11 +164,8 @@ def test_embedded_worker_delivers_in_a_lull_between_requests(
 def test_embedded_worker_delivers_during_a_flood_that_leaves_no_lull(
     app_config, smtp_server, monkeypatch
 ) -> None:
-    from service import worker
-
-    monkeypatch.setattr(worker, "QUIET_SECONDS", 0.3)
-    monkeypatch.setattr(worker, "YIELD_AT_MOST_SECONDS", 0.5)
-    with embedded_worker_app(app_config, monkeypatch) as app:
+    timing = {"QUIET_SECONDS": 0.3, "YIELD_AT_MOST_SECONDS": 0.5}
+    with embedded_worker_app(app_config, monkeypatch, **timing) as app:
         client = app.test_client()
         enqueue(client)
         arrived = _busy_for(client, 5.0, smtp_server)
