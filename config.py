@@ -104,16 +104,16 @@ class Config:
     MAIL_PORT = 25
     MAIL_USE_TLS = False
     MAIL_USE_SSL = False
-    MAIL_USERNAME = None
-    MAIL_PASSWORD = None
-    MAIL_DEFAULT_SENDER = None
+    MAIL_USERNAME: str | None = None
+    MAIL_PASSWORD: str | None = None
+    MAIL_DEFAULT_SENDER: str | None = None
     MAIL_TIMEOUT = 30.0
-    MAIL_TLS_CA_FILE = None
+    MAIL_TLS_CA_FILE: str | None = None
     # Start a local mail catcher that saves each email as an .eml file when no MAIL_SERVER is set.
     MAIL_CATCHER = False
 
-    DATABASE_URL = None  # None: an SQLite file in the instance folder
-    AUTO_MIGRATE = None  # None: migrate on start-up for SQLite only
+    DATABASE_URL: str | None = None  # None: an SQLite file in the instance folder
+    AUTO_MIGRATE: bool | None = None  # None: migrate on start-up for SQLite only
 
     PHONE_DEFAULT_REGION = "AU"
     CAPTCHA_PROVIDER = "altcha"  # or recaptcha, hcaptcha, turnstile

@@ -83,17 +83,22 @@ def when_ready(server):
         )
 
 
+def _embedded_worker(worker):
+    """The delivery worker inside this gunicorn worker's app, if it runs one."""
+    delivery = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("delivery")
+    return getattr(delivery, "embedded", None)
+
+
 def post_worker_init(worker):
     """Start the embedded delivery worker now, so a restarted process sends its backlog at once."""
-    embedded = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("embedded_worker")
+    embedded = _embedded_worker(worker)
     if embedded is not None:
         embedded.ensure_running()
 
 
 def worker_exit(server, worker):
     """Let the embedded delivery worker finish the message it is sending before the exit."""
-    app = getattr(worker, "wsgi", None)
-    embedded = getattr(app, "extensions", {}).get("embedded_worker")
+    embedded = _embedded_worker(worker)
     if embedded is not None:
         embedded.stop(graceful_timeout - 5)
 

@@ -15,7 +15,8 @@ import time
 
 sys.path.insert(0, os.getcwd())
 
-from service import create_app, enquiries  # noqa: E402
+from service import create_app  # noqa: E402
+from service.intake import accept  # noqa: E402
 
 
 def main(count: int) -> None:
@@ -24,7 +25,7 @@ def main(count: int) -> None:
     started = time.perf_counter()
     with app.app_context():
         for number in range(count):
-            enquiries.accept(
+            accept.accept(
                 {
                     "name": "Jane Citizen",
                     "email": "jane.citizen@example.com",

@@ -2,34 +2,44 @@
 
 from __future__ import annotations
 
-import atexit
 import os
 import secrets
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import ConfigurationError, config_class, read_environment
 
+from . import commands, delivery
+from .intake import body_checks, captcha, form_token, limits
+from .intake.captcha import replay
+from .ops import logs, metrics
+from .store.engine import store
+from .web import api, embed, errors, health, openapi, origins, pages, security, theme
+from .web.sessions import NoSessions
+
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """Build the app: configuration, extensions, routes, error handlers, delivery."""
-    app = Flask(__name__, instance_relative_config=True)
-    from .form_token import NoSessions
-
+    """Build the app: configuration, logs, the stages of an enquiry's path, the commands."""
+    app = Flask(
+        __name__,
+        instance_relative_config=True,
+        template_folder="web/templates",
+        static_folder="web/static",
+    )
     app.session_interface = NoSessions()
     load_config(app, test_config)
-    from .logs import configure_logging
-
-    configure_logging(app)
-    register_extensions(app)
-    register_blueprints(app)
-    from .errors import register_error_handlers
-
-    register_error_handlers(app)
-    register_cli(app)
+    logs.configure_logging(app)
+    register_store(app)
+    # Hooks run in the order they are registered: a request meets the web's checks (its
+    # Origin) before intake's (its body), as an enquiry travels.
+    register_web(app)
+    register_intake(app)
+    register_ops(app)
     register_delivery(app)
+    commands.init_app(app)
     return app
 
 
@@ -47,12 +57,8 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
         raise ConfigurationError("SECRET_KEY is not set: set the SECRET_KEY environment variable.")
     if app.config["DELIVERY_WORKER"] not in {"embedded", "external"}:
         raise ConfigurationError("DELIVERY_WORKER must be 'embedded' or 'external'.")
-    from . import captcha
-
     captcha.check_config(app.config)
     check_timezone(app.config["CLINIC_TIMEZONE"])
-    from . import origins, theme
-
     app.config["ALLOWED_ORIGINS"] = origins.parse(app.config["ALLOWED_ORIGINS"])
     theme.check(app.config)
 
@@ -82,59 +88,39 @@ def _development_secret(app: Flask) -> str:
         return key
 
 
-def register_extensions(app: Flask) -> None:
-    """Bind the extensions; start the development mail catcher when no SMTP server is set."""
-    from . import input_checks, limits, metrics, origins, security
-    from .extensions import mail, store
-
-    if app.config["MAIL_CATCHER"] and not app.config["MAIL_SERVER"]:
-        from .devmail import start_catcher
-
-        start_catcher(app)
-    store.init_app(app)
-    mail.init_app(app)
-    origins.init_app(app)
-    security.init_app(app)
-    limits.init_app(app)
-    input_checks.init_app(app)
+def register_ops(app: Flask) -> None:
+    """Metrics: /metrics and the latency of every request."""
     metrics.init_app(app)
-    if app.config["TRUSTED_PROXIES"]:
-        from werkzeug.middleware.proxy_fix import ProxyFix
 
+
+def register_store(app: Flask) -> None:
+    """The enquiry store: its engine, migrated on start-up if AUTO_MIGRATE says so."""
+    store.init_app(app)
+
+
+def register_intake(app: Flask) -> None:
+    """What a submission meets before it is stored: body checks, rate limits, the captcha."""
+    body_checks.init_app(app)
+    limits.init_app(app)
+    form_token.init_app(app)
+    replay.init_app(app)
+
+
+def register_delivery(app: Flask) -> None:
+    """The mailer and the outbox's gauges; the worker inside this process, if embedded."""
+    delivery.init_app(app)
+
+
+def register_web(app: Flask) -> None:
+    """The routes, the Origin check, the security headers and the error handlers."""
+    if app.config["TRUSTED_PROXIES"]:
         hops = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
-
-
-def register_blueprints(app: Flask) -> None:
-    """Mount the page, embedding, API and health routes."""
-    from .routes import api, embed, health, openapi, pages
-
-    app.register_blueprint(pages.bp)
+    origins.init_app(app)
+    security.init_app(app)
+    pages.init_app(app)
     app.register_blueprint(embed.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
-
-
-def register_cli(app: Flask) -> None:
-    """Add the operator commands (`flask outbox ...`, `flask send-test-email`)."""
-    from .cli import outbox_cli, send_test_email
-
-    app.cli.add_command(outbox_cli)
-    app.cli.add_command(send_test_email)
-
-
-def register_delivery(app: Flask) -> None:
-    """Run the delivery worker inside this process, unless DELIVERY_WORKER=external."""
-    if app.config["DELIVERY_WORKER"] != "embedded":
-        app.extensions["outbox_notify"] = lambda: None
-        return
-    from .worker import EmbeddedWorker
-
-    embedded = EmbeddedWorker(app)
-    app.extensions["outbox_notify"] = embedded.wake
-    app.extensions["embedded_worker"] = embedded
-    # Started by the first request rather than here, so that CLI commands, which load the app
-    # too, start no thread, and a worker process forked after loading gets its own.
-    app.before_request(embedded.ensure_running)
-    atexit.register(embedded.stop, 10)
+    errors.register_error_handlers(app)

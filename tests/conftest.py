@@ -181,7 +181,7 @@ def csrf_token(client: FlaskClient) -> str:
 
 def deliver_all(app: Flask) -> int:
     """Run one pass of the delivery worker in this process."""
-    from service.worker import Worker
+    from service.delivery.worker import Worker
 
     return Worker(app, "test").run_once()
 

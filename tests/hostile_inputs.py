@@ -6,10 +6,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from service import input_checks
-from service import validation as v
-from service.errors import MESSAGES
-from service.routes.api import BAD_IDEMPOTENCY_KEY, NOT_AN_OBJECT
+from service.intake import body_checks
+from service.intake import validation as v
+from service.web.api import BAD_IDEMPOTENCY_KEY, NOT_AN_OBJECT
+from service.web.errors import MESSAGES
 
 VALID_JSON = {
     "name": "Jane Citizen",
@@ -209,43 +209,41 @@ FIELD_CASES = [
 ]
 
 API_REQUESTS = [
-    RequestCase("json-invalid-utf8", b'{"name": "J\xffane"}', 400, input_checks.JSON_NOT_UTF8),
+    RequestCase("json-invalid-utf8", b'{"name": "J\xffane"}', 400, body_checks.JSON_NOT_UTF8),
     RequestCase(
-        "json-latin-1", '{"name": "José"}'.encode("latin-1"), 400, input_checks.JSON_NOT_UTF8
+        "json-latin-1", '{"name": "José"}'.encode("latin-1"), 400, body_checks.JSON_NOT_UTF8
     ),
     RequestCase(
-        "json-utf-16-bom", json.dumps(VALID_JSON).encode("utf-16"), 400, input_checks.JSON_NOT_UTF8
+        "json-utf-16-bom", json.dumps(VALID_JSON).encode("utf-16"), 400, body_checks.JSON_NOT_UTF8
     ),
     RequestCase(
         "json-utf-16-le-no-bom",
         json.dumps(VALID_JSON).encode("utf-16-le"),
         400,
-        input_checks.JSON_NOT_UTF8,
+        body_checks.JSON_NOT_UTF8,
     ),
     RequestCase(
-        "json-utf-32", json.dumps(VALID_JSON).encode("utf-32"), 400, input_checks.JSON_NOT_UTF8
+        "json-utf-32", json.dumps(VALID_JSON).encode("utf-32"), 400, body_checks.JSON_NOT_UTF8
     ),
     RequestCase(
         "json-utf-16-declared",
         json.dumps(VALID_JSON).encode("utf-16"),
         400,
-        input_checks.JSON_NOT_UTF8,
+        body_checks.JSON_NOT_UTF8,
         content_type="application/json; charset=utf-16",
     ),
     RequestCase(
-        "json-overlong-less-than", b'{"name": "\xc0\xbcscript"}', 400, input_checks.JSON_NOT_UTF8
+        "json-overlong-less-than", b'{"name": "\xc0\xbcscript"}', 400, body_checks.JSON_NOT_UTF8
     ),
-    RequestCase(
-        "json-cesu-surrogate", b'{"name": "\xed\xa0\x80"}', 400, input_checks.JSON_NOT_UTF8
-    ),
-    RequestCase("json-truncated-sequence", b'{"name": "J\xc3"}', 400, input_checks.JSON_NOT_UTF8),
-    RequestCase("json-deep-arrays", b"[" * 50_000, 400, input_checks.JSON_TOO_DEEP),
-    RequestCase("json-deep-objects", b'{"a":' * 12_000, 400, input_checks.JSON_TOO_DEEP),
+    RequestCase("json-cesu-surrogate", b'{"name": "\xed\xa0\x80"}', 400, body_checks.JSON_NOT_UTF8),
+    RequestCase("json-truncated-sequence", b'{"name": "J\xc3"}', 400, body_checks.JSON_NOT_UTF8),
+    RequestCase("json-deep-arrays", b"[" * 50_000, 400, body_checks.JSON_TOO_DEEP),
+    RequestCase("json-deep-objects", b'{"a":' * 12_000, 400, body_checks.JSON_TOO_DEEP),
     RequestCase(
         "json-deep-field",
         b'{"name": ' + b"[" * 20_000 + b"]" * 20_000 + b"}",
         400,
-        input_checks.JSON_TOO_DEEP,
+        body_checks.JSON_TOO_DEEP,
     ),
     RequestCase("json-array", b'[{"name": "Jane"}]', 400, NOT_AN_OBJECT),
     RequestCase("json-null", b"null", 400, NOT_AN_OBJECT),
@@ -289,14 +287,12 @@ API_REQUESTS = [
 
 # Raw name=value pairs spliced into an otherwise valid form post (percent-encoded as sent).
 FORM_REQUESTS = [
-    RequestCase("form-percent-ff", b"name=J%FFane", 400, input_checks.FORM_NOT_UTF8),
-    RequestCase("form-truncated-sequence", b"name=J%C3", 400, input_checks.FORM_NOT_UTF8),
-    RequestCase("form-raw-latin-1", b"name=Jos\xe9", 400, input_checks.FORM_NOT_UTF8),
-    RequestCase("form-cesu-surrogate", b"name=%ED%A0%80", 400, input_checks.FORM_NOT_UTF8),
-    RequestCase(
-        "form-overlong-less-than", b"message=%C0%BCscript", 400, input_checks.FORM_NOT_UTF8
-    ),
-    RequestCase("form-key-not-utf8", b"%FF=1", 400, input_checks.FORM_NOT_UTF8),
+    RequestCase("form-percent-ff", b"name=J%FFane", 400, body_checks.FORM_NOT_UTF8),
+    RequestCase("form-truncated-sequence", b"name=J%C3", 400, body_checks.FORM_NOT_UTF8),
+    RequestCase("form-raw-latin-1", b"name=Jos\xe9", 400, body_checks.FORM_NOT_UTF8),
+    RequestCase("form-cesu-surrogate", b"name=%ED%A0%80", 400, body_checks.FORM_NOT_UTF8),
+    RequestCase("form-overlong-less-than", b"message=%C0%BCscript", 400, body_checks.FORM_NOT_UTF8),
+    RequestCase("form-key-not-utf8", b"%FF=1", 400, body_checks.FORM_NOT_UTF8),
     RequestCase("form-oversized", b"message=" + b"x" * BIG, 413, MESSAGES[413]),
 ]
 

@@ -14,8 +14,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import update
 
-from service import create_app, outbox
-from service.models import Enquiry
+from service import create_app
+from service.store import lifecycle, queries
+from service.store.models import Enquiry
 from tests.conftest import VALID, solve_captcha
 from tests.smtp_server import SMTPTestServer
 
@@ -46,13 +47,13 @@ def change(app: Flask, enquiry_id: str, **values: Any) -> None:
 def make_due(app: Flask, *enquiry_ids: str) -> None:
     """Skip the back-off wait: make the enquiries due now."""
     for enquiry_id in enquiry_ids:
-        change(app, enquiry_id, next_attempt_at=outbox.utcnow())
+        change(app, enquiry_id, next_attempt_at=lifecycle.utcnow())
 
 
 def counts(app: Flask) -> dict[str, int]:
     """The outbox's counts per state."""
     with app.app_context():
-        return outbox.status().counts
+        return queries.status().counts
 
 
 def records(caplog: pytest.LogCaptureFixture, level: int, logger: str) -> list[logging.LogRecord]:
@@ -86,7 +87,7 @@ def personal_data_in(text: str, fields: dict[str, str] = VALID) -> list[str]:
 
 def seconds_until(when: datetime) -> float:
     """Seconds from now until `when` (negative if it has passed)."""
-    return (when - outbox.utcnow()).total_seconds()
+    return (when - lifecycle.utcnow()).total_seconds()
 
 
 def assert_between(value: datetime, low: datetime, high: datetime, slack: float = 0.01) -> None:

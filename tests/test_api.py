@@ -3,8 +3,8 @@
 import pytest
 from flask.testing import FlaskClient
 
-from service.models import Enquiry
-from service.validation import CAPTCHA_FAILED
+from service.intake.validation import CAPTCHA_FAILED
+from service.store.models import Enquiry
 from tests.conftest import VALID, solve_captcha
 
 

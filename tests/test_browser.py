@@ -12,7 +12,7 @@ import pytest
 from flask import make_response
 
 from service import create_app
-from service.validation import CAPTCHA_FAILED, INVALID_EMAIL, INVALID_NUMBER
+from service.intake.validation import CAPTCHA_FAILED, INVALID_EMAIL, INVALID_NUMBER
 from tests.browser import (
     AXE_TAGS,
     CHROMIUM_ARGS,
@@ -67,7 +67,7 @@ def service(
 
     with LiveServer(app) as server:
         yield server
-    app.extensions["embedded_worker"].stop(5)
+    app.extensions["delivery"].embedded.stop(5)
     app.extensions["store"].engine.dispose()
 
 

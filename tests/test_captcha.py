@@ -16,8 +16,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from service.models import Enquiry, UsedCaptcha
-from service.validation import CAPTCHA_FAILED
+from service.intake.validation import CAPTCHA_FAILED
+from service.store.models import Enquiry, UsedCaptcha
 from tests.conftest import VALID, redis_client, solve_captcha
 from tests.support import AppFactory, records
 
@@ -174,7 +174,7 @@ def test_an_unreachable_redis_loses_no_enquiry_and_still_refuses_replays(
     client = app.test_client()
     payload = solve_captcha(client)
     assert submit(client, payload).status_code == 202
-    warnings = records(caplog, logging.WARNING, "service.replay")
+    warnings = records(caplog, logging.WARNING, "service.intake.captcha.replay")
     assert [r.getMessage() for r in warnings] == [
         "Redis failed for the captcha replay store (ConnectionError); using the database for 30 s"
     ]

@@ -19,9 +19,9 @@ from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 
 from config import ConfigurationError
-from service import siteverify
-from service.models import Enquiry
-from service.validation import CAPTCHA_FAILED
+from service.intake.captcha import third_party
+from service.intake.validation import CAPTCHA_FAILED
+from service.store.models import Enquiry
 from tests.conftest import IN_CI, VALID
 from tests.siteverify_server import (
     ERROR_CODES,
@@ -141,7 +141,10 @@ def assert_captcha_failed(response: Any, route: str, provider: str) -> None:
 
 def refusal_logged(caplog: pytest.LogCaptureFixture, reason: str) -> str:
     """The WARNING that says why the captcha failed; it must hold no personal data."""
-    warnings = [r.getMessage() for r in records(caplog, logging.WARNING, "service.siteverify")]
+    warnings = [
+        r.getMessage()
+        for r in records(caplog, logging.WARNING, "service.intake.captcha.third_party")
+    ]
     assert any(reason in message for message in warnings), warnings
     return "\n".join(warnings)
 
@@ -295,7 +298,9 @@ def test_no_token_is_refused_without_asking(
         )
     assert stand_in.received == []
     assert stored(provider_app) == 0
-    lines = [r.getMessage() for r in records(caplog, logging.INFO, "service.siteverify")]
+    lines = [
+        r.getMessage() for r in records(caplog, logging.INFO, "service.intake.captcha.third_party")
+    ]
     assert lines == [f"{provider} captcha refused: no {FIELDS[provider]} in the submission"] * 2
 
 
@@ -425,7 +430,10 @@ def test_the_documented_test_keys_pass_and_say_so_at_start_up(
     app = make_app(
         **provider_settings(stand_in, CAPTCHA_SITE_KEY=site_key, CAPTCHA_SECRET_KEY=secret)
     )
-    warnings = [r.getMessage() for r in records(caplog, logging.WARNING, "service.siteverify")]
+    warnings = [
+        r.getMessage()
+        for r in records(caplog, logging.WARNING, "service.intake.captcha.third_party")
+    ]
     assert warnings == [
         f"CAPTCHA_SECRET_KEY is {provider}'s test secret: every captcha will pass. "
         "Use it only for testing, never on the clinic's site."
@@ -469,7 +477,10 @@ def test_turnstiles_failing_test_secrets_fail_every_captcha(
                 server, CAPTCHA_SITE_KEY=TURNSTILE_FAILING_SITE_KEY, CAPTCHA_SECRET_KEY=secret
             )
         )
-        warnings = [r.getMessage() for r in records(caplog, logging.WARNING, "service.siteverify")]
+        warnings = [
+            r.getMessage()
+            for r in records(caplog, logging.WARNING, "service.intake.captcha.third_party")
+        ]
         assert f"every captcha will {outcome}." in warnings[0]
         response = post(app.test_client(), "api", "turnstile", TEST_KEYS["turnstile"][2])
     assert_captcha_failed(response, "api", "turnstile")
@@ -511,8 +522,8 @@ def test_a_wrong_captcha_setting_stops_start_up(
 
 
 def test_each_provider_is_checked_at_its_own_siteverify_by_default(provider: str) -> None:
-    assert siteverify.PROVIDERS[provider].verify_url == SITEVERIFY[provider]
-    assert siteverify.PROVIDERS[provider].field == FIELDS[provider]
+    assert third_party.PROVIDERS[provider].verify_url == SITEVERIFY[provider]
+    assert third_party.PROVIDERS[provider].field == FIELDS[provider]
 
 
 # --- Tokens shared across processes through Redis ------------------------------------------------

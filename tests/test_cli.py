@@ -11,7 +11,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
-from service import create_app, outbox
+from service import create_app
+from service.store import lifecycle
 from tests.conftest import VALID, deliver_all
 from tests.smtp_server import SMTPTestServer
 from tests.support import (
@@ -63,7 +64,9 @@ def test_status_of_an_empty_outbox(runner: FlaskCliRunner) -> None:
 def test_status_counts_each_state_and_fails_on_dead_letters(
     app: Flask, runner: FlaskCliRunner, one_of_each: dict[str, str]
 ) -> None:
-    change(app, one_of_each["pending"], queued_at=outbox.utcnow() - timedelta(minutes=3, seconds=5))
+    change(
+        app, one_of_each["pending"], queued_at=lifecycle.utcnow() - timedelta(minutes=3, seconds=5)
+    )
     result = invoke(runner, "outbox", "status")
     assert result.exit_code == 1, "a dead letter makes the status check fail"
     assert result.stdout.splitlines()[:4] == [
@@ -184,7 +187,7 @@ def aged(app: Flask, client: FlaskClient, smtp_server: SMTPTestServer) -> dict[s
     smtp_server.fault = "rcpt_550"
     deliver_all(app)
     stale_pending = enqueue(client)
-    now = outbox.utcnow()
+    now = lifecycle.utcnow()
     long_ago = now - timedelta(days=60)
     change(app, old_sent, created_at=long_ago, sent_at=now - timedelta(days=31))
     change(app, recent_sent, sent_at=now - timedelta(hours=2))

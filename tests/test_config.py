@@ -45,7 +45,7 @@ def test_production_starts_with_its_settings(monkeypatch, tmp_path) -> None:
         )
         assert app.test_client().get("/healthz").get_json()["status"] == "ok"
     finally:
-        app.extensions["embedded_worker"].stop(5)
+        app.extensions["delivery"].embedded.stop(5)
         app.extensions["store"].engine.dispose()
 
 

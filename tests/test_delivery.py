@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from flask import Flask
 from flask.testing import FlaskClient
 
-from service import outbox
-from service.models import Enquiry
+from service.store import lifecycle, queries
+from service.store.models import Enquiry
 from tests.conftest import deliver_all
 from tests.smtp_server import SMTPTestServer
 from tests.support import enqueue
@@ -86,10 +86,12 @@ def test_smtp_down_at_submission_then_up_delivers_exactly_one(
     enquiry_id = enqueue(client)  # accepted although SMTP is down: the response never waits on it
     assert deliver_all(app) == 0
     with app.app_context():
-        assert outbox.status().counts["pending"] == 1
+        assert queries.status().counts["pending"] == 1
     smtp_server.restore()
     with app.app_context(), app.extensions["store"].sessions() as session:
-        session.get(Enquiry, enquiry_id).next_attempt_at = outbox.utcnow()  # skip the back-off wait
+        session.get(
+            Enquiry, enquiry_id
+        ).next_attempt_at = lifecycle.utcnow()  # skip the back-off wait
         session.commit()
     assert deliver_all(app) == 1
     assert deliver_all(app) == 0
@@ -97,13 +99,14 @@ def test_smtp_down_at_submission_then_up_delivers_exactly_one(
     time.sleep(0.3)
     assert len(smtp_server.messages) == 1
     with app.app_context():
-        assert outbox.status().counts == {"pending": 0, "sending": 0, "sent": 1, "failed": 0}
+        assert queries.status().counts == {"pending": 0, "sending": 0, "sent": 1, "failed": 0}
 
 
 @contextlib.contextmanager
 def embedded_worker_app(app_config: dict, monkeypatch, **worker_timing: float) -> Iterator[Flask]:
     """An app with its own delivery worker, stopped at the end; `worker_timing` sets its timings."""
-    from service import create_app, worker
+    from service import create_app
+    from service.delivery import worker
 
     monkeypatch.setenv("SERVICE_ENV", "testing")
     for name, seconds in worker_timing.items():
@@ -112,7 +115,7 @@ def embedded_worker_app(app_config: dict, monkeypatch, **worker_timing: float) -
     try:
         yield app
     finally:
-        app.extensions["embedded_worker"].stop(5)
+        app.extensions["delivery"].embedded.stop(5)
         app.extensions["store"].engine.dispose()
 
 
@@ -129,11 +132,11 @@ def test_every_attempt_carries_the_same_message_id(
 ) -> None:
     enquiry_id = enqueue(client)
     with app.app_context():
-        from service import mailer
+        from service.delivery import message
 
         with app.extensions["store"].sessions() as session:
             enquiry = session.get(Enquiry, enquiry_id)
-        first, second = mailer.build_message(enquiry), mailer.build_message(enquiry)
+        first, second = message.build_message(enquiry), message.build_message(enquiry)
         assert first.msgId == second.msgId == f"<enquiry-{enquiry_id}@clinic.example>"
         assert first.as_bytes().count(b"Message-ID:") == 1
 

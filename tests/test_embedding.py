@@ -18,12 +18,12 @@ from itsdangerous import TimestampSigner
 from sqlalchemy import event
 from werkzeug.test import TestResponse
 
-from service import enquiries
-from service.form_token import EXPIRED
-from service.models import Enquiry
-from service.origins import FOREIGN_ORIGIN
-from service.routes.api import BAD_IDEMPOTENCY_KEY
-from service.validation import CAPTCHA_FAILED
+from service.intake import accept as intake
+from service.intake.form_token import EXPIRED
+from service.intake.validation import CAPTCHA_FAILED
+from service.store.models import Enquiry
+from service.web.api import BAD_IDEMPOTENCY_KEY
+from service.web.origins import FOREIGN_ORIGIN
 from tests.conftest import VALID, csrf_token, deliver_all, solve_captcha
 from tests.support import AppFactory
 
@@ -393,13 +393,13 @@ def test_simultaneous_duplicates_store_one_enquiry(
     app: Flask, monkeypatch: pytest.MonkeyPatch, path: str, solutions: int
 ) -> None:
     """Both copies have passed validation before either stores its enquiry: a real race."""
-    store_enquiry, both_ready = enquiries.accept, threading.Barrier(2, timeout=10)
+    store_enquiry, both_ready = intake.accept, threading.Barrier(2, timeout=10)
 
     def accept_when_the_twin_is_ready(*args: Any, **kwargs: Any) -> Enquiry:
         both_ready.wait()
         return store_enquiry(*args, **kwargs)
 
-    monkeypatch.setattr(enquiries, "accept", accept_when_the_twin_is_ready)
+    monkeypatch.setattr(intake, "accept", accept_when_the_twin_is_ready)
     client = app.test_client()
     token, captchas = csrf_token(client), [solve_captcha(client) for _ in range(solutions)]
 

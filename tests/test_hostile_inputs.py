@@ -12,8 +12,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from service.models import Enquiry
-from service.validation import ascii_email
+from service.delivery.message import ascii_email
+from service.store.models import Enquiry
 from tests.conftest import csrf_token, deliver_all, solve_captcha
 from tests.hostile_inputs import (
     API_REQUESTS,

@@ -14,9 +14,9 @@ from flask.testing import FlaskClient
 from hypothesis import given, settings
 from werkzeug.test import TestResponse
 
-from service import captcha, traps
-from service import validation as v
-from service.routes.api import ACCEPTED_KEYS
+from service.intake import captcha, traps
+from service.intake import validation as v
+from service.web.api import ACCEPTED_KEYS
 from tests.conftest import VALID, solve_captcha
 from tests.support import AppFactory
 

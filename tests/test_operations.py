@@ -13,8 +13,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
-from service import outbox
-from service.logs import JSONFormatter
+from service.ops.logs import JSONFormatter
+from service.store import lifecycle
 from tests.conftest import VALID, deliver_all
 from tests.support import change, enqueue, personal_data_in
 
@@ -50,9 +50,9 @@ def test_readyz_is_503_when_an_enquiry_waits_beyond_stuck_after(
     app: Flask, client: FlaskClient
 ) -> None:
     enquiry_id = enqueue(client)
-    change(app, enquiry_id, queued_at=outbox.utcnow() - timedelta(minutes=14))
+    change(app, enquiry_id, queued_at=lifecycle.utcnow() - timedelta(minutes=14))
     assert client.get("/readyz").status_code == 200
-    change(app, enquiry_id, queued_at=outbox.utcnow() - timedelta(minutes=20))
+    change(app, enquiry_id, queued_at=lifecycle.utcnow() - timedelta(minutes=20))
     response = client.get("/readyz")
     assert response.status_code == 503
     body = response.get_json()

@@ -11,8 +11,9 @@ import pytest
 from flask import Flask
 from flask_mail import Message
 
-from service import mailer, outbox
-from service.models import Enquiry
+from service.delivery import message, outbox
+from service.store import lifecycle
+from service.store.models import Enquiry
 from tests.conftest import deliver_all
 from tests.support import (
     AppFactory,
@@ -90,9 +91,9 @@ def test_transient_fault_is_retried_later_then_delivered_once(
         server.refuse()
     server.fault = case.fault
 
-    before = outbox.utcnow()
+    before = lifecycle.utcnow()
     assert deliver_all(app) == 0
-    after = outbox.utcnow()
+    after = lifecycle.utcnow()
 
     enquiry = load(app, enquiry_id)
     assert (enquiry.status, enquiry.attempts, enquiry.last_error) == ("pending", 1, case.reason)
@@ -203,16 +204,16 @@ def test_permanent_fault_is_a_dead_letter_until_retried(
     enquiry_id = enqueue(client)
     server.fault = case.fault
 
-    before = outbox.utcnow()
+    before = lifecycle.utcnow()
     assert deliver_all(app) == 0
-    after = outbox.utcnow()
+    after = lifecycle.utcnow()
 
     enquiry = load(app, enquiry_id)
     assert (enquiry.status, enquiry.attempts, enquiry.last_error) == ("failed", 1, case.reason)
     assert enquiry.failed_at is not None
     assert_between(enquiry.failed_at, before, after)
     [error] = records(caplog, logging.ERROR, "service")
-    assert error.name == "service.outbox"
+    assert error.name == "service.delivery.outbox"
     assert enquiry_id in error.getMessage() and case.reason in error.getMessage()
     assert "permanent failure" in error.getMessage()
     assert not records(caplog, logging.WARNING, "service")
@@ -262,7 +263,7 @@ def test_permanent_failure_does_not_hold_back_the_rest_of_the_batch(
             1,
             "SMTP 554 at DATA",
         )
-    assert len(records(caplog, logging.ERROR, "service.outbox")) == 3
+    assert len(records(caplog, logging.ERROR, "service.delivery.outbox")) == 3
 
 
 # --- back-off and giving up ---------------------------------------------------------------------
@@ -287,9 +288,9 @@ def test_retry_times_double_up_to_the_cap_through_real_failures(
     smtp_server.refuse()
     for attempt, delay in enumerate([30, 60, 120, 200, 200], start=1):
         make_due(app, enquiry_id)
-        before = outbox.utcnow()
+        before = lifecycle.utcnow()
         assert deliver_all(app) == 0
-        after = outbox.utcnow()
+        after = lifecycle.utcnow()
         enquiry = load(app, enquiry_id)
         assert (enquiry.status, enquiry.attempts) == ("pending", attempt)
         assert_between(
@@ -319,7 +320,7 @@ def test_transient_failures_give_up_after_the_window(
 ) -> None:
     app.config["OUTBOX_GIVE_UP_SECONDS"] = give_up_seconds
     enquiry_id = enqueue(client)
-    change(app, enquiry_id, queued_at=outbox.utcnow() - timedelta(seconds=queued_seconds_ago))
+    change(app, enquiry_id, queued_at=lifecycle.utcnow() - timedelta(seconds=queued_seconds_ago))
     smtp_server.fault = "data_451"
     assert deliver_all(app) == 0
 
@@ -345,7 +346,7 @@ def test_a_retried_dead_letter_gets_a_fresh_give_up_window(
 ) -> None:
     app.config["OUTBOX_GIVE_UP_SECONDS"] = 1
     enquiry_id = enqueue(client)
-    change(app, enquiry_id, queued_at=outbox.utcnow() - timedelta(seconds=5))
+    change(app, enquiry_id, queued_at=lifecycle.utcnow() - timedelta(seconds=5))
     smtp_server.refuse()
     deliver_all(app)
     assert load(app, enquiry_id).status == "failed"
@@ -378,7 +379,7 @@ def test_transient_failure_releases_the_rest_of_the_batch_uncounted(
             assert enquiry.next_attempt_at == tried.next_attempt_at, (
                 "they wait with the one that failed"
             )
-    assert len(records(caplog, logging.WARNING, "service.outbox")) == 1
+    assert len(records(caplog, logging.WARNING, "service.delivery.outbox")) == 1
 
     smtp_server.restore()
     make_due(app, *ids)
@@ -396,14 +397,14 @@ def damage_the_record(app: Flask, monkeypatch: pytest.MonkeyPatch, enquiry_id: s
 
 def break_the_builder(app: Flask, monkeypatch: pytest.MonkeyPatch, enquiry_id: str) -> str:
     """A bug in our own email builder meets this enquiry; its error quotes the visitor."""
-    build = mailer.build_message
+    build = message.build_message
 
     def build_or_raise(enquiry: Enquiry) -> Message:
         if enquiry.id == enquiry_id:
             raise ValueError(f"cannot encode {enquiry.name} <{enquiry.email}>")
         return build(enquiry)
 
-    monkeypatch.setattr(mailer, "build_message", build_or_raise)
+    monkeypatch.setattr(message, "build_message", build_or_raise)
     return "ValueError"
 
 
@@ -419,7 +420,7 @@ def test_an_enquiry_whose_email_cannot_be_built_is_a_dead_letter_and_the_batch_g
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     first, poisoned, third = ids = [enqueue(client) for _ in range(3)]
-    now = outbox.utcnow()
+    now = lifecycle.utcnow()
     for position, enquiry_id in enumerate(ids):  # the order the worker claims them in
         change(app, enquiry_id, next_attempt_at=now - timedelta(seconds=10 - position))
     error_type = poison(app, monkeypatch, poisoned)
@@ -437,7 +438,9 @@ def test_an_enquiry_whose_email_cannot_be_built_is_a_dead_letter_and_the_batch_g
     assert sorted(mail.header("Message-ID") for mail in smtp_server.messages) == sorted(
         (done.message_id, also_done.message_id)
     )
-    errors = [record.getMessage() for record in records(caplog, logging.ERROR, "service.outbox")]
+    errors = [
+        record.getMessage() for record in records(caplog, logging.ERROR, "service.delivery.outbox")
+    ]
     assert any(
         f"enquiry {poisoned} is a dead letter" in error and f"unexpected {error_type}" in error
         for error in errors
@@ -460,6 +463,6 @@ def test_an_unexpected_error_while_connecting_holds_the_batch_back(
     assert sorted(enquiry.attempts for enquiry in enquiries) == [0, 0, 1]
     assert {enquiry.status for enquiry in enquiries} == {"pending"}
     assert counts(app) == {**NO_ENQUIRIES, "pending": 3}
-    [error] = records(caplog, logging.ERROR, "service.outbox")
+    [error] = records(caplog, logging.ERROR, "service.delivery.outbox")
     assert "unexpected error while delivering enquiry" in error.getMessage()
     assert "UnicodeEncodeError" in error.getMessage()

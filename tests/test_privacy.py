@@ -14,8 +14,8 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import text
 
-from service import enquiries
-from service.worker import Worker
+from service.delivery.worker import Worker
+from service.intake import accept as intake
 from tests.conftest import csrf_token, deliver_all, solve_captcha
 from tests.smtp_server import SMTPTestServer
 from tests.support import load, records
@@ -235,7 +235,7 @@ def test_a_crash_while_building_the_email_leaves_no_trace_in_logs(
     enquiry = load(app, enquiry_id)
     assert (enquiry.status, enquiry.last_error) == ("failed", "unexpected ZoneInfoNotFoundError")
     output.assert_clean(listings(runner))
-    [error, dead_letter] = records(output.caplog, logging.ERROR, "service.outbox")
+    [error, dead_letter] = records(output.caplog, logging.ERROR, "service.delivery.outbox")
     expected = f"unexpected error while delivering enquiry {enquiry_id}: ZoneInfoNotFoundError"
     assert expected in error.getMessage()
     assert "build_message" in error.getMessage(), "the traceback says where it happened"
@@ -294,7 +294,7 @@ def test_a_crashing_store_leaves_no_trace_in_logs(
     # The database's own error quotes the values it was given: it must never reach a log.
     with app.test_request_context(), pytest.raises(Exception) as crash:
         fields = {**CANARY, "phone": CANARY_E164, "page_url": None}
-        enquiries.accept(fields, None)
+        intake.accept(fields, None)
     assert CANARY["name"] in str(crash.value)
 
     api = post_api(client)
@@ -302,7 +302,7 @@ def test_a_crashing_store_leaves_no_trace_in_logs(
     page = post_page(client)
     assert page.status_code == 500
     logged = output.assert_clean(api.get_data(as_text=True))
-    assert len(records(output.caplog, logging.ERROR, "service.errors")) == 2
+    assert len(records(output.caplog, logging.ERROR, "service.web.errors")) == 2
     assert "unhandled error on POST /api/enquiries" in logged
 
 
@@ -321,12 +321,12 @@ def test_a_crashing_worker_loop_leaves_no_trace_in_logs(
     thread.start()
     try:
         for _ in range(200):  # up to 10 s
-            if records(output.caplog, logging.ERROR, "service.worker"):
+            if records(output.caplog, logging.ERROR, "service.delivery.worker"):
                 break
             worker.stopping.wait(0.05)
     finally:
         worker.stop()
         thread.join(5)
-    [error, *_] = records(output.caplog, logging.ERROR, "service.worker")
+    [error, *_] = records(output.caplog, logging.ERROR, "service.delivery.worker")
     assert error.getMessage().startswith("delivery worker error: ")
     output.assert_clean()

@@ -19,9 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service import create_app
-from service import validation as v
-from service.mailer import build_message
-from service.models import Enquiry
+from service.delivery.message import ascii_email, build_message
+from service.intake import validation as v
+from service.store.models import Enquiry
 
 INBOX = "front-desk@clinic.example"
 SENDER = "Contact form <forms@clinic.example>"
@@ -159,8 +159,8 @@ def test_an_email_is_refused_as_invalid_or_normalised_to_one_plain_address(value
         assert not _line_breaks(address)
         local, _, domain = address.rpartition("@")
         assert local.isascii() and domain and "=?" not in address
-        assert v.ascii_email(address).isascii()
-        assert Address(addr_spec=v.ascii_email(address)).addr_spec == v.ascii_email(address)
+        assert ascii_email(address).isascii()
+        assert Address(addr_spec=ascii_email(address)).addr_spec == ascii_email(address)
 
 
 @FAST
@@ -274,7 +274,7 @@ def test_the_email_goes_to_the_inbox_only_with_no_header_a_visitor_controls(
     assert str(parsed["From"]) == SENDER
     assert str(parsed["Subject"]) == f"New enquiry from {name}"
     (reply_to,) = parsed["Reply-To"].addresses
-    assert reply_to.addr_spec == v.ascii_email(address)
+    assert reply_to.addr_spec == ascii_email(address)
     # Long names travel as several encoded words; readers may differ on the space between them.
     assert _squeezed(reply_to.display_name) == _squeezed(name)
     assert not parsed.defects

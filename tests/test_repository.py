@@ -50,7 +50,7 @@ def test_requirements_are_pinned() -> None:
 
 
 def test_vendored_altcha_widget_records_version_and_licence() -> None:
-    folder = ROOT / "service" / "static" / "vendor" / "altcha"
+    folder = ROOT / "service" / "web" / "static" / "vendor" / "altcha"
     assert re.search(r"altcha widget \d+\.\d+\.\d+", (folder / "VERSION").read_text())
     assert (
         "MIT" in (folder / "LICENSE.txt").read_text()

@@ -14,8 +14,8 @@ import altcha
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from service.models import Enquiry
-from service.validation import CAPTCHA_FAILED
+from service.intake.validation import CAPTCHA_FAILED
+from service.store.models import Enquiry
 from tests.conftest import VALID, empty_redis, postgres_url, private_schema
 from tests.processes import Gunicorn, Workers, request
 from tests.smtp_server import SMTPTestServer

@@ -14,8 +14,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 
-from service import traps
-from service.models import Enquiry
+from service.intake import traps
+from service.store.models import Enquiry
 from tests.conftest import VALID, csrf_token, deliver_all, solve_captcha
 from tests.smtp_server import SMTPTestServer
 from tests.support import AppFactory, personal_data_in, records
@@ -80,7 +80,7 @@ def assert_thanked(response: Any) -> None:
 
 def assert_trap_logged(caplog: pytest.LogCaptureFixture, route: str, trap: str) -> None:
     """One INFO line that names the trap, and no personal data anywhere in the log."""
-    lines = [r.getMessage() for r in records(caplog, logging.INFO, "service.traps")]
+    lines = [r.getMessage() for r in records(caplog, logging.INFO, "service.intake.traps")]
     assert lines == [f"submission on the {route} route trapped: {trap}; not stored"]
     assert personal_data_in(caplog.text) == [] and SPAM not in caplog.text
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from service import validation as v
+from service.delivery.message import ascii_email
+from service.intake import validation as v
 
 
 @pytest.mark.parametrize(
@@ -64,7 +65,7 @@ def test_international_domains_are_kept_and_sent_as_idna(
     value: str, normalised: str, in_headers: str
 ) -> None:
     assert v.clean_email(value) == normalised
-    assert v.ascii_email(normalised) == in_headers
+    assert ascii_email(normalised) == in_headers
 
 
 @pytest.mark.parametrize(

@@ -19,9 +19,10 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select, text
 
-from service import enquiries
-from service.extensions import store
-from service.models import PENDING, SENDING, SENT, Enquiry
+from service.intake import accept as intake
+from service.store.engine import store
+from service.store.lifecycle import PENDING, SENDING, SENT
+from service.store.models import Enquiry
 from tests.processes import Workers
 from tests.smtp_server import SMTPTestServer
 
@@ -48,7 +49,7 @@ def enqueue(app: Flask, count: int) -> list[Enquiry]:
     """Accept enquiries exactly as the form and the API do before answering 202."""
     with app.app_context():
         return [
-            enquiries.accept(
+            intake.accept(
                 {
                     "name": f"Visitor {number}",
                     "email": f"visitor{number}@example.com",

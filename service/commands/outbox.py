@@ -1,0 +1,136 @@
+"""The outbox's operator commands: `flask --app wsgi outbox work|status|list|show|retry|purge`."""
+
+from __future__ import annotations
+
+import re
+import signal
+import sys
+from datetime import timedelta
+from types import FrameType
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from ..delivery import retention
+from ..delivery.worker import Worker
+from ..store import lifecycle, queries
+from ..store.lifecycle import STATES
+from ..store.models import Enquiry
+
+outbox_cli = AppGroup("outbox", help="Deliver, inspect and repair the outbox of enquiries.")
+
+
+@outbox_cli.command("work")
+@click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
+def work_command(once: bool) -> None:
+    """Run a delivery worker until SIGTERM or Ctrl-C (it finishes the message in flight)."""
+    worker = Worker(current_app._get_current_object(), "cli")  # type: ignore[attr-defined]
+    if once:
+        click.echo(f"Delivered {worker.run_once()} enquiries.")
+        return
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        click.echo(f"Received {signal.Signals(signum).name}: stopping after the message in flight.")
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    worker.run()
+
+
+@outbox_cli.command("status")
+def status_command() -> None:
+    """Show counts per state and the age of the oldest enquiry waiting to be sent."""
+    state = queries.status()
+    for name in STATES:
+        click.echo(f"{name:<8} {state.counts[name]}")
+    if state.oldest_pending_seconds is None:
+        click.echo("oldest pending: none")
+    else:
+        click.echo(f"oldest pending: {_duration(state.oldest_pending_seconds)} old")
+    if state.counts["failed"]:
+        click.echo("Dead letters need a person: `flask outbox list --state failed`.", err=True)
+        sys.exit(1)
+
+
+@outbox_cli.command("list")
+@click.option("--state", type=click.Choice(STATES), default="failed", show_default=True)
+@click.option("--limit", default=50, show_default=True)
+def list_command(state: str, limit: int) -> None:
+    """List enquiries in one state: id, times, attempts and last error, no personal data."""
+    rows = queries.in_state(state, limit)
+    if not rows:
+        click.echo(f"No {state} enquiries.")
+    for row in rows:
+        click.echo(
+            f"{row.id}  received {row.created_at:%Y-%m-%d %H:%M}Z  attempts {row.attempts}"
+            f"  last error: {row.last_error or '-'}"
+        )
+
+
+@outbox_cli.command("show")
+@click.argument("enquiry_id")
+def show_command(enquiry_id: str) -> None:
+    """Show one enquiry in full, personal data included."""
+    row = queries.get(enquiry_id)
+    if row is None:
+        raise click.ClickException(f"No enquiry {enquiry_id}.")
+    for column in Enquiry.__table__.columns:
+        click.echo(f"{column.name}: {getattr(row, column.name)}")
+
+
+@outbox_cli.command("retry")
+@click.argument("enquiry_ids", nargs=-1)
+@click.option("--all-failed", is_flag=True, help="Queue every dead letter again.")
+def retry_command(enquiry_ids: tuple[str, ...], all_failed: bool) -> None:
+    """Queue failed enquiries for delivery again."""
+    if not enquiry_ids and not all_failed:
+        raise click.UsageError("Name enquiry ids, or pass --all-failed.")
+    count = lifecycle.requeue(None if all_failed else list(enquiry_ids))
+    click.echo(f"Queued {count} enquiries again.")
+
+
+@outbox_cli.command("purge")
+@click.option(
+    "--older-than", "older_than", default=None, help="Age like 30d, 12h; default RETENTION_DAYS."
+)
+def purge_command(older_than: str | None) -> None:
+    """Erase the personal data of delivered enquiries past the retention period."""
+    if older_than is None:
+        age = timedelta(days=current_app.config["RETENTION_DAYS"])
+    else:
+        age = _parse_age(older_than)
+    click.echo(f"Erased the personal data of {retention.erase_delivered(age)} delivered enquiries.")
+
+
+def _parse_age(text: str) -> timedelta:
+    # An empty age is a slip (say, a script's unset variable), not a request for RETENTION_DAYS;
+    # a negative one would erase every delivered enquiry, however recent.
+    if not text.strip():
+        raise click.BadParameter(
+            "is empty; give an age like 30d, 12h or 90m, or leave it out for RETENTION_DAYS",
+            param_hint="--older-than",
+        )
+    if text.strip().startswith("-"):
+        raise click.BadParameter(
+            "must not be negative; use a number and a unit: 30d, 12h or 90m",
+            param_hint="--older-than",
+        )
+    match = re.fullmatch(r"\s*(\d+)\s*([dhm])\s*", text)
+    if not match:
+        raise click.BadParameter(
+            "use a number and a unit: 30d, 12h or 90m", param_hint="--older-than"
+        )
+    amount, unit = int(match.group(1)), match.group(2)
+    return {
+        "d": timedelta(days=amount),
+        "h": timedelta(hours=amount),
+        "m": timedelta(minutes=amount),
+    }[unit]
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes}m {secs}s" if hours else f"{minutes}m {secs}s"

@@ -1,0 +1,68 @@
+"""The email to the clinic, built from a stored enquiry: readable, with Reply-To the patient."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+import phonenumbers
+from email_validator import validate_email
+from flask import current_app, render_template
+from flask_mail import Message
+
+from ..store.models import Enquiry
+from .mime import EnquiryMessage
+
+
+def recipients() -> list[str | tuple[str, str]]:
+    """The clinic's inbox addresses, from CLINIC_INBOX."""
+    inbox: str = current_app.config["CLINIC_INBOX"]
+    return [address.strip() for address in inbox.split(",") if address.strip()]
+
+
+def build_message(enquiry: Enquiry) -> Message:
+    """Build the clinic's email for an enquiry; only Reply-To and Subject carry its data."""
+    config = current_app.config
+    received = enquiry.created_at.astimezone(ZoneInfo(config["CLINIC_TIMEZONE"]))
+    context = {
+        "enquiry": enquiry,
+        "phone_readable": format_phone(enquiry.phone or ""),
+        "received": received.strftime("%A %d %B %Y, %H:%M %Z (UTC%z)"),
+        "clinic_name": config["CLINIC_NAME"],
+    }
+    # Only the validated name and address reach a header: recipients and sender come from the
+    # configuration alone, whatever the visitor sent.
+    message = EnquiryMessage(
+        subject=f"New enquiry from {enquiry.name}",
+        recipients=recipients(),
+        sender=config["MAIL_DEFAULT_SENDER"],
+        reply_to=(enquiry.name or "", ascii_email(enquiry.email or "")),
+        body=render_template("email/enquiry.txt", **context),
+        html=render_template("email/enquiry.html", **context),
+        date=received.timestamp(),
+        extra_headers={"Auto-Submitted": "auto-generated", "X-Enquiry-ID": enquiry.id},
+    )
+    message.msgId = enquiry.message_id
+    return message
+
+
+def ascii_email(address: str) -> str:
+    """Return a stored address with its domain in IDNA (xn--) form, as a mail header carries it."""
+    if address.isascii():
+        return address
+    # email-validator's IDNA 2008, not Python's "idna" codec (IDNA 2003), which would send a
+    # reply for faß.de to fass.de.
+    ascii_form = validate_email(
+        address, check_deliverability=False, allow_smtputf8=False
+    ).ascii_email
+    if ascii_form is None:
+        raise ValueError("the address has no ASCII form")
+    return ascii_form
+
+
+def format_phone(e164: str) -> str:
+    """Render a stored E.164 number in readable international form."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return e164
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)

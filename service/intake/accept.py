@@ -1,0 +1,129 @@
+"""Accepting an enquiry: check it, then store it durably with its captcha marked used."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+
+from flask import current_app
+from sqlalchemy.exc import IntegrityError
+
+from ..ops import metrics
+from ..store import lifecycle, queries
+from ..store.engine import store
+from ..store.models import Enquiry
+from . import captcha, validation
+from .captcha import replay, third_party
+from .form import FIELDS
+from .validation import CAPTCHA_FAILED, EnquiryFields
+
+logger = logging.getLogger(__name__)
+
+# How the log names each route an enquiry can come by.
+SOURCES = {"page": "the form page", "api": "the API"}
+
+
+class CaptchaReplayed(Exception):
+    """The captcha solution was used by another submission a moment ago."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a submission: the id it is stored under, or the errors to show."""
+
+    enquiry_id: str | None
+    # By field: name, email, phone, message and captcha.
+    errors: dict[str, str] = field(default_factory=dict)
+    repeated: bool = False
+
+
+def message_id_for(enquiry_id: str) -> str:
+    """The Message-ID of an enquiry's email: the same on every delivery attempt."""
+    sender = current_app.config.get("MAIL_DEFAULT_SENDER") or ""
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "contact-form.invalid"
+    return f"<enquiry-{enquiry_id}@{domain}>"
+
+
+def idempotency_key(kind: str, token: str | None, posted: Mapping[str, str | None]) -> str | None:
+    """A digest of the client's token and the fields as posted: the same form sent twice."""
+    if not token:
+        return None
+    # The fields are part of the key: a visitor who goes back and writes a different message with
+    # the same page must not be told "thank you" for an enquiry that is then dropped.
+    parts = [kind, token, *(str(posted.get(name) or "") for name in FIELDS)]
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def submit(
+    posted: Mapping[str, str | None], answer: str | None, key: str | None, route: str
+) -> Outcome:
+    """Check and store an enquiry once per key, tell the worker, count the outcome."""
+    checked = validation.check_fields(posted, current_app.config["PHONE_DEFAULT_REGION"])
+    errors = dict(checked.errors)
+    third = third_party.current() is not None
+    verdict: captcha.CaptchaCheck | None = None
+    if not (errors and third and answer):
+        verdict = captcha.check(answer)
+    # Otherwise a provider's token is kept for the corrected form: the provider accepts it once,
+    # and this form cannot be stored anyway.
+    reused = verdict is not None and verdict.reused
+    if verdict is not None and verdict.solution is None:
+        errors["captcha"] = CAPTCHA_FAILED
+    if checked.fields is not None and verdict is not None and verdict.solution is not None:
+        try:
+            enquiry = accept(checked.fields, verdict.solution, key)
+        except (CaptchaReplayed, IntegrityError):  # IntegrityError: the key, committed by a twin
+            errors["captcha"] = CAPTCHA_FAILED
+            reused = True
+        else:
+            lifecycle.enquiry_queued.send(current_app._get_current_object())  # type: ignore[attr-defined]
+            metrics.count_submission(route, "accepted")
+            logger.info("enquiry %s accepted from %s", enquiry.id, SOURCES[route])
+            return Outcome(enquiry.id)
+    return _refused_or_repeated(errors, reused, key, route, third)
+
+
+def _refused_or_repeated(
+    errors: dict[str, str], reused: bool, key: str | None, route: str, third: bool
+) -> Outcome:
+    # No look-up by key before trying: a repeat of a stored post (a double click, a resend)
+    # fails on its used captcha or on the key's unique index, and is recognised only then, so
+    # a first post costs no extra query, and neither does junk with no genuine answer. A
+    # third-party provider does not say why it refused a token, so any refusal may be a repeat.
+    maybe_repeat = reused or ("captcha" in errors and third)
+    earlier = queries.by_idempotency_key(key) if key is not None and maybe_repeat else None
+    if earlier is None:
+        metrics.count_submission(route, "captcha_failed" if "captcha" in errors else "invalid")
+        metrics.count_invalid_fields(list(errors))
+        return Outcome(None, errors)
+    metrics.count_submission(route, "repeated")
+    logger.info("enquiry %s sent again from %s; stored once", earlier.id, SOURCES[route])
+    return Outcome(earlier.id, repeated=True)
+
+
+def accept(
+    fields: EnquiryFields, solution: replay.Solution | None, key: str | None = None
+) -> Enquiry:
+    """Commit the enquiry to the outbox and mark its captcha used (CaptchaReplayed if taken)."""
+    enquiry_id = uuid.uuid4().hex
+    values = {
+        "id": enquiry_id,
+        "name": fields["name"],
+        "email": fields["email"],
+        "phone": fields["phone"],
+        "message": fields["message"],
+        "page_url": fields.get("page_url"),
+        "message_id": message_id_for(enquiry_id),
+        "idempotency_key": key,
+    }
+    with store.writing() as connection:
+        # The enquiry first: a twin with the same idempotency key fails here, before its captcha
+        # is marked used in Redis, which no rollback could undo.
+        enquiry = lifecycle.queue(connection, values)
+        if solution is not None and not replay.consume(connection, solution):
+            raise CaptchaReplayed()
+    return enquiry

@@ -1,0 +1,47 @@
+"""The captcha: ALTCHA's or a third-party provider's, and one use per answer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import altcha_proof, replay, third_party
+from .replay import Solution
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CaptchaCheck:
+    """The outcome of checking an answer: the solution to spend, or why there is none."""
+
+    solution: Solution | None
+    # Genuine but used before: the post may be a resend of a stored enquiry (a double click).
+    reused: bool = False
+
+
+def check_config(config: Mapping[str, Any]) -> None:
+    """Stop start-up unless CAPTCHA_PROVIDER names a captcha that has the keys it needs."""
+    if config["CAPTCHA_PROVIDER"] != "altcha":
+        third_party.check_config(config)
+
+
+def field_name() -> str:
+    """The form field (and JSON key) that carries the captcha's answer."""
+    provider = third_party.current()
+    return provider.field if provider else altcha_proof.FIELD
+
+
+def check(answer: str | None) -> CaptchaCheck:
+    """Verify the configured captcha's answer."""
+    if third_party.current() is not None:
+        return CaptchaCheck(third_party.verify(answer))
+    solution = altcha_proof.verify(answer)
+    # Checking an ALTCHA answer is one HMAC; without Redis, the store finds a reuse anyway when
+    # the enquiry is stored, in the same transaction, so it is not asked twice.
+    if solution is not None and replay.uses_redis() and replay.seen(solution):
+        logger.info("captcha rejected: solution used before")
+        return CaptchaCheck(None, reused=True)
+    return CaptchaCheck(solution)

@@ -1,0 +1,81 @@
+"""ALTCHA, the service's own captcha: signed proof-of-work challenges and the check of answers."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import altcha
+from flask import current_app
+
+from .replay import Solution
+
+logger = logging.getLogger(__name__)
+
+ALGORITHM = "PBKDF2/SHA-256"
+MEAN_ATTEMPTS = 256
+FIELD = "altcha"
+PAYLOAD_MAX = 4096
+
+
+def _secret(purpose: str) -> bytes:
+    # Derived from SECRET_KEY so that every process of one deployment agrees, with no extra setting.
+    key = current_app.config["SECRET_KEY"]
+    key = key.encode() if isinstance(key, str) else key
+    return hmac.new(key, f"altcha:{purpose}".encode(), hashlib.sha256).digest()
+
+
+def create_challenge() -> dict[str, Any]:
+    """Return a fresh signed challenge for the widget, as JSON-ready data."""
+    expires = datetime.now(UTC) + timedelta(seconds=current_app.config["ALTCHA_EXPIRES_SECONDS"])
+    challenge = altcha.create_challenge(
+        ALGORITHM,
+        current_app.config["ALTCHA_COST"],
+        # The service picks the answer and signs its derived key, so checking a submission is one
+        # HMAC instead of a proof of work: junk is turned away for almost nothing. The widget
+        # counts up from 0, so it works through MEAN_ATTEMPTS derivations on average, as many as
+        # a random "00" key prefix would ask.
+        counter=secrets.randbelow(2 * MEAN_ATTEMPTS),
+        expires_at=expires,
+        hmac_secret=_secret("challenge").hex(),
+        hmac_key_secret=_secret("key").hex(),
+    )
+    data: dict[str, Any] = challenge.to_dict()
+    return data
+
+
+def verify(payload: str | None) -> Solution | None:
+    """Check a widget payload's signature, expiry and proof of work; None if it fails."""
+    if not payload or len(payload) > PAYLOAD_MAX:
+        return None
+    try:
+        parsed = altcha.Payload.from_base64(payload)
+        result = altcha.verify_solution(
+            parsed, _secret("challenge").hex(), hmac_key_secret=_secret("key").hex()
+        )
+    except Exception:  # A crafted payload must cost a captcha error, never a 500.
+        logger.info("captcha payload could not be parsed")
+        return None
+    if not result.verified:
+        reason = (
+            "unreadable payload"
+            if result.error
+            else "expired"
+            if result.expired
+            else "bad signature"
+            if result.invalid_signature
+            else "wrong solution"
+        )
+        logger.info("captcha rejected: %s", reason)
+        return None
+    challenge = parsed.challenge
+    # Every challenge this service signs has an expiry, and the signature covers it.
+    if challenge.parameters.expires_at is None:
+        logger.info("captcha rejected: no expiry")
+        return None
+    expires_at = datetime.fromtimestamp(int(challenge.parameters.expires_at), UTC)
+    return Solution(key=str(challenge.signature), expires_at=expires_at)

@@ -1,0 +1,1 @@
+"""Cross-cutting operations: metrics and logs, used by every stage and using none of them."""

@@ -1,0 +1,124 @@
+"""Logging: one JSON object a line, a request id on every request, and no personal data."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+
+from flask import Flask, Response, g, has_request_context, request
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# Fields a log call may add with `extra=`; nothing else from a record reaches the output.
+EXTRA_FIELDS = ("route", "method", "path", "status", "latency_ms", "outcome", "enquiry")
+
+
+class _StreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stdout or sys.stderr is at the time (test runners swap them)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name_of_stream = name
+
+    @property
+    def stream(self) -> object:
+        return getattr(sys, self.name_of_stream)
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
+class JSONFormatter(logging.Formatter):
+    """A record as one line of JSON: time, level, logger, message, request id and extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Serialise the record; a traceback keeps its frames but not the error's message."""
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None) or current_request_id()
+        if request_id:
+            entry["request_id"] = request_id
+        for name in EXTRA_FIELDS:
+            if hasattr(record, name):
+                entry[name] = getattr(record, name)
+        if record.exc_info and record.exc_info[1] is not None:
+            entry["error"] = frames(record.exc_info[1])
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """The same, for people at a terminal; tracebacks also without the error's message."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatException(self, ei: object) -> str:  # noqa: N802 (logging's name)
+        """Frames only: an exception's message may quote personal data."""
+        return frames(ei[1]) if isinstance(ei, tuple) and ei[1] is not None else ""
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served, if any."""
+    return g.get("request_id") if has_request_context() else None
+
+
+def configure_logging(app: Flask) -> None:
+    """Send the service's logs to LOG_STREAM in LOG_FORMAT at LOG_LEVEL, once per process."""
+    root = logging.getLogger("service")
+    root.setLevel(app.config["LOG_LEVEL"].upper())
+    formatter = TextFormatter() if app.config["LOG_FORMAT"] == "text" else JSONFormatter()
+    handler = next((h for h in root.handlers if isinstance(h, _StreamHandler)), None)
+    if handler is None:
+        handler = _StreamHandler(app.config["LOG_STREAM"])
+        root.addHandler(handler)
+    handler.name_of_stream = app.config["LOG_STREAM"]
+    handler.setFormatter(formatter)
+    app.before_request(start_request)
+    app.after_request(log_request)
+
+
+def start_request() -> None:
+    """Take the caller's X-Request-ID if it is a plain token, else make one; start the clock."""
+    given = request.headers.get("X-Request-ID", "")
+    g.request_id = given if REQUEST_ID.fullmatch(given) else secrets.token_hex(16)
+    g.started = time.perf_counter()
+
+
+def log_request(response: Response) -> Response:
+    """One line per request: route, status, latency and outcome; return the request id."""
+    request_id = g.get("request_id")
+    if request_id:
+        response.headers["X-Request-ID"] = request_id
+    started = g.get("started")
+    latency = round((time.perf_counter() - started) * 1000, 2) if started else None
+    logging.getLogger("service.requests").info(
+        "%s %s %s",
+        request.method,
+        request.path,
+        response.status_code,
+        extra={
+            "request_id": request_id,
+            "route": request.endpoint,
+            "method": request.method,
+            "path": request.path,
+            "status": response.status_code,
+            "latency_ms": latency,
+            "outcome": g.get("outcome"),
+        },
+    )
+    return response
+
+
+def frames(error: BaseException) -> str:
+    """Where an error happened, without its message (which may quote personal data)."""
+    return f"{type(error).__name__}\n" + "".join(traceback.format_tb(error.__traceback__))

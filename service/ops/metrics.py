@@ -1,0 +1,132 @@
+"""Prometheus metrics: what happens to submissions and deliveries, the outbox, request latency.
+
+Under gunicorn with several workers, set PROMETHEUS_MULTIPROC_DIR (gunicorn.conf.py does) so
+that /metrics adds up every worker's counts.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+
+from flask import Blueprint, Flask, Response, abort, current_app, g, has_request_context, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.registry import REGISTRY, Collector
+
+SUBMISSIONS = Counter(
+    "contact_form_submissions_total",
+    "Submissions of the form and the API, by outcome: accepted, repeated, invalid, "
+    "captcha_failed, trapped, rate_limited, foreign_origin, expired_form.",
+    ["route", "outcome"],
+)
+INVALID_FIELDS = Counter(
+    "contact_form_invalid_fields_total",
+    "Fields that failed validation, by field.",
+    ["field"],
+)
+DELIVERIES = Counter(
+    "contact_form_deliveries_total",
+    "Delivery attempts by outcome: sent, retry, dead_letter.",
+    ["outcome"],
+)
+LOST_CLAIMS = Counter(
+    "contact_form_lost_claims_total",
+    "State changes a worker could not make because its claim on the enquiry had been taken "
+    "over or released, by transition.",
+    ["transition"],
+)
+LATENCY = Histogram(
+    "contact_form_request_seconds",
+    "Time to answer a request, by route.",
+    ["route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+bp = Blueprint("metrics", __name__)
+
+
+def count_submission(route: str, outcome: str) -> None:
+    """Record one submission's outcome ("page" or "api" route) and note it for the request log."""
+    SUBMISSIONS.labels(route=route, outcome=outcome).inc()
+    if has_request_context():
+        g.outcome = outcome
+
+
+def count_invalid_fields(fields: list[str]) -> None:
+    """Record which fields a rejected submission got wrong."""
+    for field in fields:
+        INVALID_FIELDS.labels(field=field).inc()
+
+
+def count_delivery(outcome: str) -> None:
+    """Record one delivery attempt's outcome."""
+    DELIVERIES.labels(outcome=outcome).inc()
+
+
+def count_lost_claim(transition: str) -> None:
+    """Record a worker's state change refused because it no longer held the claim."""
+    LOST_CLAIMS.labels(transition=transition).inc()
+
+
+class ScrapeCollectors:
+    """This app's collectors read at scrape time (the outbox's gauges, registered by delivery)."""
+
+    def __init__(self) -> None:
+        self.collectors: list[Collector] = []
+
+    def add(self, collector: Collector) -> None:
+        """Read `collector` on every scrape of this app's /metrics."""
+        self.collectors.append(collector)
+
+    def latest(self) -> bytes:
+        """Their metrics now, in Prometheus' text format."""
+        registry = CollectorRegistry()
+        for collector in self.collectors:
+            registry.register(collector)
+        return generate_latest(registry)
+
+
+def add_scrape_collector(app: Flask, collector: Collector) -> None:
+    """Have this app's /metrics read `collector` at every scrape."""
+    app.extensions["metrics"].add(collector)
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """The metrics in Prometheus' text format, for a scraper that presents METRICS_TOKEN."""
+    token = current_app.config["METRICS_TOKEN"]
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    # Closed unless a token is set; a wrong token looks exactly like no endpoint at all.
+    if not token or not hmac.compare_digest(given.encode(), token.encode()):
+        abort(404)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        workers = CollectorRegistry()
+        multiprocess.MultiProcessCollector(workers)  # type: ignore[no-untyped-call]
+        body = generate_latest(workers)
+    else:
+        body = generate_latest(REGISTRY)
+    now = current_app.extensions["metrics"].latest()
+    return Response(body + now, mimetype=CONTENT_TYPE_LATEST)
+
+
+def observe_latency(response: Response) -> Response:
+    """Record how long the request took, by route."""
+    started = g.get("started")
+    if started is not None:
+        LATENCY.labels(route=request.endpoint or "none").observe(time.perf_counter() - started)
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Serve /metrics and time every request."""
+    app.extensions["metrics"] = ScrapeCollectors()
+    app.register_blueprint(bp)
+    app.after_request(observe_latency)

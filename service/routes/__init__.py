@@ -1,1 +1,0 @@
-"""HTTP routes: the form page, the JSON API and the health check."""

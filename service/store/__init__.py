@@ -1,0 +1,1 @@
+"""The store: the engine, the tables and their migrations, and the lifecycle of an enquiry."""

@@ -1,0 +1,148 @@
+"""The enquiry store's engine: one per app, with the durability settings each database needs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Flask, current_app
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from . import schema
+
+logger = logging.getLogger(__name__)
+
+# The execution option that marks a connection as about to write.
+WRITE = "contact_form_write"
+# How long a writer waits for SQLite's write lock before giving up.
+BUSY_SECONDS = 30
+
+
+class Store:
+    """Flask extension that owns the engine and hands out sessions."""
+
+    def __init__(self, app: Flask | None = None) -> None:
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Create the engine for DATABASE_URL; migrate on start-up if AUTO_MIGRATE says so."""
+        url = app.config.get("DATABASE_URL") or default_sqlite_url(app)
+        app.config["DATABASE_URL"] = url
+        engine = make_engine(url)
+        # The newest revision is read once: /readyz compares the store's schema with it.
+        app.extensions["store"] = StoreState(engine, schema.head_revision(engine))
+        auto = app.config.get("AUTO_MIGRATE")
+        if auto is None:
+            auto = engine.dialect.name == "sqlite"
+        if auto:
+            schema.upgrade(engine)
+
+    @property
+    def state(self) -> StoreState:
+        """The current app's engine, sessions and schema head."""
+        state: StoreState = current_app.extensions["store"]
+        return state
+
+    @property
+    def engine(self) -> Engine:
+        """The current app's engine."""
+        return self.state.engine
+
+    def session(self) -> Session:
+        """Open a new session on the current app's engine; the caller closes it."""
+        return self.state.sessions()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """Open a session for writing, commit on success, roll back on error, always close."""
+        with self.session() as session, session.begin():
+            # Marks the connection so that SQLite takes its write lock at BEGIN (see below);
+            # sessions that only read begin DEFERRED and never wait for a writer.
+            session.connection(execution_options={WRITE: True})
+            yield session
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """A connection for SQL statements in one writing transaction: commit on success."""
+        # Core statements, not the ORM's unit of work: the hot writes (an enquiry in, a `sent`
+        # mark) are single statements, and the ORM's bookkeeping would cost more than the write.
+        with self.engine.connect() as connection:
+            connection.execution_options(**{WRITE: True})
+            with connection.begin():
+                yield connection
+
+
+class StoreState:
+    """One app's engine, its session factory, and the schema revision its code expects."""
+
+    def __init__(self, engine: Engine, schema_head: str | None) -> None:
+        self.engine = engine
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+        self.schema_head = schema_head
+
+
+store = Store()
+
+
+def default_sqlite_url(app: Flask) -> str:
+    """The embedded default: an SQLite file in the instance folder."""
+    os.makedirs(app.instance_path, exist_ok=True)
+    return "sqlite:///" + os.path.join(app.instance_path, "enquiries.sqlite3")
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine with the durability settings each database needs."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    return create_engine(url, pool_pre_ping=True, connect_args=_connect_args(url))
+
+
+def _connect_args(url: str) -> dict[str, Any]:
+    # A network store must not hang a request or a worker for ever.
+    return {"connect_timeout": 10} if url.startswith("postgresql") else {}
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own handling defers it).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # FULL: a commit is on disk before we say "thank you", even across a power cut.
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
+    cursor.close()
+
+
+def _sqlite_on_begin(connection: Any) -> None:
+    if not connection.get_execution_options().get(WRITE):
+        connection.exec_driver_sql("BEGIN")
+        return
+    # IMMEDIATE takes the write lock up front, so a read-then-write never fails half-way
+    # with SQLITE_BUSY and two workers can never claim the same row. SQLite's own busy wait
+    # sleeps 1, 2, 5, 10 ... up to 100 ms between tries, which piles up under load; a writer
+    # holds the lock for well under a millisecond, so ask again every millisecond or two.
+    dbapi = connection.connection.dbapi_connection
+    deadline = time.monotonic() + BUSY_SECONDS
+    dbapi.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                dbapi.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(random.uniform(0.0005, 0.002))
+    finally:
+        dbapi.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")

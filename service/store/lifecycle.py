@@ -1,0 +1,245 @@
+"""The lifecycle of an enquiry: its states, the changes allowed between them, and the only code
+that writes its status, its lease or its attempt counter.
+
+    (new) --queue--> pending --claim--> sending --mark_sent--> sent --erase--> sent, erased
+                        ^                  |
+                        +-- retry_later ---+  (or release: given back, never tried)
+                        |                  |
+                        +----- requeue --- failed <--give_up--+
+
+Every change is one UPDATE that names the state it expects and, for a claimed enquiry, the
+worker that holds the claim; its row count says whether it happened. A worker whose lease ran
+out and whose enquiry another worker took over learns so here, instead of overwriting that
+worker's work: the change is refused, logged at WARNING and counted in /metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from blinker import Namespace
+from sqlalchemy import ColumnElement, Connection, Table, and_, insert, or_, select, update
+
+from ..ops import metrics
+from .engine import store
+from .models import Enquiry
+
+logger = logging.getLogger(__name__)
+
+PENDING = "pending"
+SENDING = "sending"
+SENT = "sent"
+FAILED = "failed"
+STATES = (PENDING, SENDING, SENT, FAILED)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A change of state: its name, the states it starts from, and the state it ends in."""
+
+    name: str
+    sources: tuple[str, ...]
+    target: str
+
+
+QUEUE = Transition("queue", (), PENDING)
+# Due and pending, or sending under a lease that has run out (its worker died or stalled).
+CLAIM = Transition("claim", (PENDING, SENDING), SENDING)
+MARK_SENT = Transition("mark_sent", (SENDING,), SENT)
+RETRY_LATER = Transition("retry_later", (SENDING,), PENDING)
+GIVE_UP = Transition("give_up", (SENDING,), FAILED)
+RELEASE = Transition("release", (SENDING,), PENDING)
+REQUEUE = Transition("requeue", (FAILED,), PENDING)
+# Retention: the personal data goes, the record of the delivery stays.
+ERASE = Transition("erase", (SENT,), SENT)
+TRANSITIONS = (QUEUE, CLAIM, MARK_SENT, RETRY_LATER, GIVE_UP, RELEASE, REQUEUE, ERASE)
+
+# Sent by whoever queued an enquiry, once it is committed, with the app as sender: the
+# embedded delivery worker wakes on it.
+enquiry_queued = Namespace().signal("enquiry-queued")
+
+# The table, not the ORM class: single-row updates need none of the ORM's bookkeeping.
+TABLE = cast(Table, Enquiry.__table__)
+COLUMNS = TABLE.c
+# Built once: the values come with each execution.
+INSERT_ENQUIRY = insert(TABLE)
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def due(now: datetime) -> ColumnElement[bool]:
+    """The enquiries a worker may claim at `now`."""
+    return or_(
+        and_(COLUMNS.status == PENDING, COLUMNS.next_attempt_at <= now),
+        and_(COLUMNS.status == SENDING, COLUMNS.lease_expires_at < now),
+    )
+
+
+def queue(connection: Connection, values: Mapping[str, Any]) -> Enquiry:
+    """Insert a new enquiry, pending and due now, in the caller's transaction."""
+    now = utcnow()
+    row = {
+        **values,
+        "created_at": now,
+        "status": PENDING,
+        "attempts": 0,
+        "queued_at": now,
+        "next_attempt_at": now,
+    }
+    connection.execute(INSERT_ENQUIRY, row)
+    return Enquiry(**row)
+
+
+def claim(worker_id: str, limit: int, lease: timedelta) -> list[Enquiry]:
+    """Claim up to `limit` due enquiries for `worker_id` under a lease; commit the claim."""
+    now = utcnow()
+    candidates = (
+        select(COLUMNS.id)
+        .where(due(now))
+        .order_by(COLUMNS.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    with store.writing() as connection:
+        ids = list(connection.scalars(candidates))
+        if not ids:
+            return []
+        # The condition again: on PostgreSQL the rows are locked by now, and the update says
+        # what it expects all the same.
+        claimed = connection.execute(
+            update(TABLE)
+            .where(COLUMNS.id.in_(ids), due(now))
+            .values(
+                status=SENDING,
+                claimed_by=worker_id,
+                lease_expires_at=now + lease,
+                attempts=COLUMNS.attempts + 1,
+            )
+            .returning(*COLUMNS)
+        ).all()
+    enquiries = [Enquiry(**row._asdict()) for row in claimed]
+    return sorted(enquiries, key=lambda enquiry: enquiry.next_attempt_at)
+
+
+def _held_by(enquiry: Enquiry) -> ColumnElement[bool]:
+    """The guard of every change a worker makes: the enquiry is still sending, and still its."""
+    return and_(
+        COLUMNS.id == enquiry.id,
+        COLUMNS.status == SENDING,
+        COLUMNS.claimed_by == enquiry.claimed_by,
+    )
+
+
+def _change_claimed(enquiry: Enquiry, transition: Transition, **values: Any) -> bool:
+    """Apply a change to a claimed enquiry if the claim is still held; say whether it was."""
+    with store.writing() as connection:
+        result = connection.execute(
+            update(TABLE).where(_held_by(enquiry)).values(status=transition.target, **values)
+        )
+    if result.rowcount == 1:
+        return True
+    _lost_claim(enquiry, transition)
+    return False
+
+
+def _lost_claim(enquiry: Enquiry, transition: Transition) -> None:
+    metrics.count_lost_claim(transition.name)
+    logger.warning(
+        "enquiry %s: %s refused: worker %s no longer holds its claim (its lease ran out and "
+        "another worker took it over, or it was released)",
+        enquiry.id,
+        transition.name,
+        enquiry.claimed_by,
+    )
+
+
+def mark_sent(enquiry: Enquiry) -> bool:
+    """Record that the SMTP server accepted the enquiry's email; False if the claim was lost."""
+    return _change_claimed(
+        enquiry, MARK_SENT, sent_at=utcnow(), lease_expires_at=None, last_error=None
+    )
+
+
+def retry_later(enquiry: Enquiry, at: datetime, error: str) -> bool:
+    """Put a claimed enquiry back in the queue, due at `at`; False if the claim was lost."""
+    return _change_claimed(
+        enquiry, RETRY_LATER, next_attempt_at=at, lease_expires_at=None, last_error=error[:500]
+    )
+
+
+def give_up(enquiry: Enquiry, error: str) -> bool:
+    """Make a claimed enquiry a dead letter; False if the claim was lost."""
+    return _change_claimed(
+        enquiry, GIVE_UP, failed_at=utcnow(), lease_expires_at=None, last_error=error[:500]
+    )
+
+
+def release(enquiries: Sequence[Enquiry], at: datetime | None = None) -> int:
+    """Give claims back unattempted, due at `at` (now by default); return how many were."""
+    if not enquiries:
+        return 0
+    when = at or utcnow()
+    released = 0
+    with store.writing() as connection:
+        for enquiry in enquiries:
+            result = connection.execute(
+                update(TABLE)
+                .where(_held_by(enquiry))
+                .values(
+                    status=RELEASE.target,
+                    attempts=COLUMNS.attempts - 1,
+                    lease_expires_at=None,
+                    next_attempt_at=when,
+                )
+            )
+            if result.rowcount == 1:
+                released += 1
+            else:
+                _lost_claim(enquiry, RELEASE)
+    return released
+
+
+def requeue(enquiry_ids: Sequence[str] | None = None) -> int:
+    """Put dead letters (all, or the given ids) back in the queue; return how many."""
+    now = utcnow()
+    condition = COLUMNS.status == FAILED
+    if enquiry_ids is not None:
+        condition = and_(condition, COLUMNS.id.in_(enquiry_ids))
+    with store.writing() as connection:
+        # A dead letter queued again gets a fresh give-up window, counted from now.
+        result = connection.execute(
+            update(TABLE)
+            .where(condition)
+            .values(status=REQUEUE.target, next_attempt_at=now, queued_at=now, failed_at=None)
+        )
+    return result.rowcount
+
+
+def erase(delivered_before: datetime) -> int:
+    """Erase the personal data of enquiries delivered before then; return how many."""
+    with store.writing() as connection:
+        result = connection.execute(
+            update(TABLE)
+            .where(
+                COLUMNS.status == SENT,
+                COLUMNS.sent_at < delivered_before,
+                COLUMNS.purged_at.is_(None),
+            )
+            .values(
+                status=ERASE.target,
+                name=None,
+                email=None,
+                phone=None,
+                message=None,
+                page_url=None,
+                purged_at=utcnow(),
+            )
+        )
+    return result.rowcount

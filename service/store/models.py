@@ -1,0 +1,79 @@
+"""The tables of the enquiry store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Dialect, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC and always read back timezone-aware (SQLite drops the zone)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        """Store aware datetimes as naive UTC."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        """Read naive UTC back as aware."""
+        if value is None:
+            return None
+        aware: datetime = value.replace(tzinfo=UTC)
+        return aware
+
+
+class Base(DeclarativeBase):
+    """Declarative base for the store's tables."""
+
+
+class Enquiry(Base):
+    """One enquiry from the form, and its place in the outbox."""
+
+    __tablename__ = "enquiries"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Personal data: emptied by the retention purge once the enquiry has been delivered.
+    name: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    message: Mapped[str | None] = mapped_column(Text)
+    page_url: Mapped[str | None] = mapped_column(String(2000))
+    idempotency_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    message_id: Mapped[str] = mapped_column(String(255))
+
+    # One of lifecycle.STATES, written only by the lifecycle module.
+    status: Mapped[str] = mapped_column(String(16))
+    # When it last entered the queue (on arrival, or by `outbox retry`): the give-up clock
+    # starts here.
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    # What went wrong last, without personal data: an SMTP code and reply, or an error class.
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_enquiries_status_next_attempt", "status", "next_attempt_at"),)
+
+
+class UsedCaptcha(Base):
+    """A captcha solution that has been accepted once, kept until its challenge expires."""
+
+    __tablename__ = "used_captchas"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

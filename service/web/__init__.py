@@ -1,0 +1,1 @@
+"""The web: the routes, error handlers, security headers, origins, templates and static files."""

@@ -1,0 +1,86 @@
+"""Error handlers: JSON for API clients, a page for people; never a bare 500."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, render_template, request
+from flask.typing import ResponseReturnValue
+from flask_limiter.errors import RateLimitExceeded
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from ..intake import limits
+from ..intake.form import EnquiryForm
+from ..ops import metrics
+from ..ops.logs import frames
+from .pages import render_form
+
+logger = logging.getLogger(__name__)
+
+MESSAGES = {
+    400: "The request could not be understood.",
+    403: "This request is not allowed.",
+    404: "There is nothing at this address.",
+    405: "This address does not accept that method.",
+    # An enquiry within the field limits fits in 64 KiB (5,000 characters of Chinese, percent-
+    # encoded in a form post, are 45 KB), so only an over-long message can be the cause.
+    413: (
+        "What you sent is too large. Please shorten your message to 5,000 characters "
+        "or fewer and try again."
+    ),
+    415: "This kind of request body is not accepted here.",
+    500: (
+        "Something went wrong on our side. Your message was not sent; "
+        "please try again or call the clinic."
+    ),
+}
+
+
+def wants_json() -> bool:
+    """True for API routes and clients that prefer JSON."""
+    if request.path.startswith("/api/"):
+        return True
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return (
+        best == "application/json"
+        and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+    )
+
+
+def handle_http_error(error: HTTPException) -> ResponseReturnValue:
+    """Answer an HTTP error in the client's language, keeping its headers (405's Allow)."""
+    code = error.code or 500
+    default = MESSAGES.get(code, error.name)
+    message = error.description if error.description != type(error).description else default
+    headers = {name: value for name, value in error.get_headers() if name != "Content-Type"}
+    if wants_json():
+        return {"error": message}, code, headers
+    return render_template("error.html", title=error.name, message=message), code, headers
+
+
+def handle_rate_limited(error: RateLimitExceeded) -> ResponseReturnValue:
+    """Over the limit: say when to try again, keep the visitor's words, and count it."""
+    seconds = limits.retry_after_seconds()
+    text = limits.too_many_text(seconds)
+    headers = {"Retry-After": str(seconds)}
+    route = "api" if request.path.startswith("/api/") else "page"
+    metrics.count_submission(route, "rate_limited")
+    # A flood must not become a flood of log lines: the request's own line says
+    # "rate_limited", and /metrics counts it.
+    logger.debug("submission refused: rate limit %s reached on %s", error.description, request.path)
+    if wants_json() or request.endpoint != "pages.contact":
+        return {"error": text}, 429, headers
+    return render_form(EnquiryForm(), notice=text), 429, headers
+
+
+def handle_unexpected_error(error: Exception) -> ResponseReturnValue:
+    """Log the failure by type only (its message may hold personal data) and answer 500."""
+    logger.error("unhandled error on %s %s: %s", request.method, request.path, frames(error))
+    return handle_http_error(InternalServerError())
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Install the handlers."""
+    app.register_error_handler(RateLimitExceeded, handle_rate_limited)
+    app.register_error_handler(HTTPException, handle_http_error)
+    app.register_error_handler(Exception, handle_unexpected_error)
