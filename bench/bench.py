@@ -120,8 +120,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--output", type=Path, default=BENCH / "results" / "latest.json", help="raw numbers"
     )
     parser.add_argument("--keep-temp", action="store_true", help="keep databases and logs")
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also measure the service as it was at git revision REV (checked out into a\n"
+        "temporary worktree), as system (e), in the same run: a before and after",
+    )
     args = parser.parse_args(argv)
     args.systems = [name.strip() for name in args.systems.split(",") if name.strip()]
+    if args.baseline:
+        SYSTEMS["baseline"] = f"(e) this service at {args.baseline}"
+        args.systems.append("baseline")
     unknown = set(args.systems) - set(SYSTEMS)
     if unknown:
         parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
@@ -515,13 +524,21 @@ class Bench:
         self.args = args
         self.results: dict[str, dict[str, dict]] = {name: {} for name in SCENARIOS}
         self.memory: dict[str, dict] = {}
-        self.delivery: dict | None = None
+        self.deliveries: dict[str, dict] = {}
         self.problems: list[str] = []
         self.timings: dict[str, float] = {}
         (BENCH / "results").mkdir(exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix="run-", dir=BENCH / "results"))
         self.sink: Sink | None = None
         self.wrk_runs = 0
+        self.baseline_root: Path | None = None
+        if args.baseline:
+            self.baseline_root = self.tmp / "baseline-tree"
+            subprocess.run(
+                ["git", "-C", str(SERVICE_ROOT), "worktree", "add", "--detach", "--quiet"]
+                + [str(self.baseline_root), args.baseline],
+                check=True,
+            )
 
     # -- servers -------------------------------------------------------------------------------
 
@@ -872,10 +889,15 @@ class Bench:
             raise BenchError(f"django: GET /contact/ answered {status}")
         return cookie_pair(headers, "csrftoken"), hidden_value(body, "csrfmiddlewaretoken")
 
-    def bench_service(self) -> None:
+    def bench_baseline(self) -> None:
+        """(e) This service at --baseline REV, measured exactly as (d)."""
+        assert self.baseline_root is not None
+        self.bench_service(self.baseline_root, "baseline")
+
+    def bench_service(self, root: Path = SERVICE_ROOT, name: str = "service") -> None:
         """(d) This service: default configuration, SQLite, 2 workers."""
-        env = self.service_env("service", limits=False)
-        with self.server("service", "wsgi:app", SERVICE_ROOT, env, "/contact") as server:
+        env = self.service_env(name, limits=False)
+        with self.server(name, "wsgi:app", root, env, "/contact") as server:
             port = server.port
             client = Client(port)
             # Tokens are fetched first, so that they are older than FORM_MIN_FILL_SECONDS (3 s).
@@ -883,7 +905,7 @@ class Bench:
             shown_at = time.monotonic()
             self.warm(server, "/contact")
             page = Load([page_get("/contact", port)], "cycle", {200})
-            self.measure("page", "service", server, lambda rep: page)
+            self.measure("page", name, server, lambda rep: page)
 
             def valid_html(rep: int) -> Load:
                 payloads = self.solve(client, self.args.valid_requests + 1, f"HTML run {rep + 1}")
@@ -924,8 +946,8 @@ class Bench:
                     self.sink.wait_for(before + 1, 30)
 
             time.sleep(max(0.0, shown_at + FILL_SECONDS - time.monotonic()))
-            self.measure("valid_html", "service", server, valid_html, smoke_once)
-            self.measure("valid_json", "service", server, valid_json, smoke_once)
+            self.measure("valid_html", name, server, valid_html, smoke_once)
+            self.measure("valid_json", name, server, valid_json, smoke_once)
 
             invalid_fields = INVALID | {"csrf_token": tokens[0], "page": "", "altcha": ""}
             invalid = Load(
@@ -934,7 +956,7 @@ class Bench:
                 {422},
                 note="the form again with its errors, 422; empty captcha",
             )
-            self.measure("invalid", "service", server, lambda rep: invalid)
+            self.measure("invalid", name, server, lambda rep: invalid)
 
             def captcha(rep: int) -> Load:
                 forged = forged_captcha(client, self.args.forged_captcha)
@@ -946,13 +968,13 @@ class Bench:
                     note=f"valid fields, captcha: {self.args.forged_captcha}; 422",
                 )
 
-            self.measure("captcha", "service", server, captcha)
+            self.measure("captcha", name, server, captcha)
             client.close()
-            self.record_memory("service", server)
+            self.record_memory(name, server)
 
         # The rate limit on its own instance, with the default limits (5/minute, 30/hour).
-        env = self.service_env("service-limits", limits=True)
-        with self.server("service-limits", "wsgi:app", SERVICE_ROOT, env, "/contact") as server:
+        env = self.service_env(f"{name}-limits", limits=True)
+        with self.server(f"{name}-limits", "wsgi:app", root, env, "/contact") as server:
             port = server.port
             client = Client(port)
             token = self.form_token(client)
@@ -967,8 +989,8 @@ class Bench:
             say(f"  service  rate limit spent by {spend} posts: {sorted(set(spent))}")
             self.warm(server, "/contact")
             load = Load([flood], "cycle", {429}, note="past the default per-client limit; 429")
-            self.measure("rate_limited", "service", server, lambda rep: load)
-            self.record_memory("service-limits", server)
+            self.measure("rate_limited", name, server, lambda rep: load)
+            self.record_memory(f"{name}-limits", server)
 
     def form_token(self, client: Client) -> str:
         """The signed token of a freshly shown form page."""
@@ -996,14 +1018,14 @@ class Bench:
 
     # -- delivery ------------------------------------------------------------------------------
 
-    def bench_delivery(self) -> None:
+    def bench_delivery(self, root: Path = SERVICE_ROOT, name: str = "service") -> None:
         """Queue --backlog enquiries, then time `flask outbox work` handing them to the sink."""
         assert self.sink is not None
         backlog = self.args.backlog
-        env = self.service_env("delivery") | {"DELIVERY_WORKER": "external"}
+        env = self.service_env(f"{name}-delivery") | {"DELIVERY_WORKER": "external"}
         fill = subprocess.run(
-            [sys.executable, str(BENCH / "fill_outbox.py"), str(backlog)],
-            cwd=SERVICE_ROOT,
+            [sys.executable, str(root / "bench" / "fill_outbox.py"), str(backlog)],
+            cwd=root,
             env=env,
             capture_output=True,
             text=True,
@@ -1019,7 +1041,7 @@ class Bench:
             started = time.time()
             proc = PROCESSES.start(
                 [str(VENV_BIN / "flask"), "--app", "wsgi", "outbox", "work"],
-                cwd=SERVICE_ROOT,
+                cwd=root,
                 env=env,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
@@ -1036,7 +1058,7 @@ class Bench:
         count, first, last = stats["count"], stats["first"], stats["last"]
         steady = (count - 1) / (last - first) if count > 1 and last > first else 0.0
         overall = count / (last - started) if count and last else 0.0
-        self.delivery = {
+        self.deliveries[name] = {
             "backlog": backlog,
             "delivered": count,
             "smtp_connections": stats["connections"],
@@ -1067,6 +1089,9 @@ class Bench:
             steps = [(name, getattr(self, f"bench_{name}")) for name in self.args.systems]
             if "service" in self.args.systems and not self.args.no_delivery:
                 steps.append(("delivery", self.bench_delivery))
+            if self.baseline_root is not None and not self.args.no_delivery:
+                root = self.baseline_root
+                steps.append(("baseline-delivery", lambda: self.bench_delivery(root, "baseline")))
             for name, step in steps:
                 say(f"{SYSTEMS.get(name, 'delivery from a backlog')}")
                 step_started = time.monotonic()
@@ -1092,6 +1117,12 @@ class Bench:
 
     def clean_up(self) -> None:
         """Remove the run's databases, logs and request files, unless asked to keep them."""
+        if self.baseline_root is not None:
+            subprocess.run(
+                ["git", "-C", str(SERVICE_ROOT), "worktree", "remove", "--force"]
+                + [str(self.baseline_root)],
+                check=False,
+            )
         if self.args.keep_temp:
             say(f"kept databases and logs in {self.tmp}")
         else:
@@ -1123,7 +1154,8 @@ class Bench:
             "systems": SYSTEMS,
             "scenarios": SCENARIOS,
             "results": self.results,
-            "delivery": self.delivery,
+            "delivery": self.deliveries.get("service"),
+            "baseline_delivery": self.deliveries.get("baseline"),
             "memory": self.memory,
             "timings": self.timings,
             "problems": self.problems,
@@ -1278,10 +1310,11 @@ def render_markdown(report: dict) -> str:
                 f"{ratio:.2f}" if ratio is not None else "",
             ]
         lines.append("| " + " | ".join(row) + " |")
-    delivery = report.get("delivery")
+    deliveries = {"service": report.get("delivery"), "baseline": report.get("baseline_delivery")}
     row = [f"delivery from a backlog of {s['backlog']:,} (enquiries/s to the sink)"]
     for name in systems:
-        if name == "service" and delivery:
+        delivery = deliveries.get(name)
+        if delivery:
             row += [fmt_rps(delivery["rate"]), "", "", ""]
         elif name in ("tutorial", "django"):
             row += ["n/a (inline)", "", "", ""]

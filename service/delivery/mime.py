@@ -32,6 +32,10 @@ SEND_AS_BUILT = _SendAsBuilt(linesep="\r\n", refold_source="none")
 class EnquiryMessage(Message):
     """A Flask-Mail message with quoted-printable text parts and headers kept as encoded."""
 
+    # An adapter: Flask-Mail has no public way to choose a part's encoding or the policy it
+    # serialises with, so this overrides its private _mimetext and _message, checked against
+    # Flask-Mail 0.10.0. tests/test_adapters.py fails if a new version changes either.
+
     def _mimetext(self, text: str | None, subtype: str = "plain") -> MIMEText:
         """Encode a part as quoted-printable rather than Flask-Mail's raw 8bit."""
         # Raw 8bit keeps a visitor's line as it is, and a 5,000-character paragraph breaks SMTP's

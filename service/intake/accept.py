@@ -18,8 +18,7 @@ from ..store.engine import store
 from ..store.models import Enquiry
 from . import captcha, validation
 from .captcha import replay, third_party
-from .form import FIELDS
-from .validation import CAPTCHA_FAILED, EnquiryFields
+from .validation import CAPTCHA_FAILED, FIELDS, EnquiryFields
 
 logger = logging.getLogger(__name__)
 

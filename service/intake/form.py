@@ -9,8 +9,7 @@ from wtforms import Field, HiddenField, StringField, TextAreaField
 
 from .captcha import altcha_proof, field_name, third_party
 from .form_token import FormToken
-
-FIELDS = ("name", "email", "phone", "message")
+from .validation import FIELDS
 
 
 class CaptchaField(HiddenField):

@@ -66,9 +66,6 @@ def issued_at(token: Any) -> datetime | None:
 class FormToken(CSRF):
     """WTForms CSRF that signs a random value instead of storing a secret in the session."""
 
-    def __init__(self) -> None:
-        self.nonce: str | None = None
-
     def generate_csrf_token(self, csrf_token_field: CSRFTokenField) -> str:
         """Keep a still-valid posted token (the same submission, shown again); else a new one."""
         posted = csrf_token_field.data
@@ -78,6 +75,5 @@ class FormToken(CSRF):
 
     def validate_csrf_token(self, form: BaseForm, field: CSRFTokenField) -> None:
         """Accept a token this service signed within WTF_CSRF_TIME_LIMIT."""
-        self.nonce = read(field.data)
-        if self.nonce is None:
+        if read(field.data) is None:
             raise ValidationError(EXPIRED)

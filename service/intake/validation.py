@@ -21,6 +21,9 @@ MESSAGE_REQUIRED = "Please enter a message."
 MESSAGE_TOO_LONG = "Please shorten your message to 5,000 characters or fewer."
 MESSAGE_NOT_PLAIN = "Please remove the control characters from your message."
 
+# The fields of an enquiry, in the order the form shows them.
+FIELDS = ("name", "email", "phone", "message")
+
 NAME_MAX = 100
 MESSAGE_MAX = 5000
 PAGE_URL_MAX = 2000

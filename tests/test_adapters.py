@@ -1,0 +1,59 @@
+"""The adapters over libraries' private parts: each fails here first if its library changes."""
+
+from __future__ import annotations
+
+import inspect
+from email.message import Message as EmailMessage
+
+import flask_mail
+from flask import Flask
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+from service.delivery.mime import EnquiryMessage
+from service.intake.limits import drop_check_before_every_request, limiter
+
+
+def test_flask_limiter_checks_every_request_with_a_method_of_its_own() -> None:
+    # What drop_check_before_every_request relies on (Flask-Limiter 4.1.1).
+    app = Flask(__name__)
+    app.config["RATELIMIT_STORAGE_URI"] = "memory://"
+    extension = Limiter(get_remote_address, app=app)
+    [hook] = app.before_request_funcs[None]
+    assert getattr(hook, "__self__", None) is extension
+    drop_check_before_every_request(app, extension)
+    assert app.before_request_funcs[None] == []
+
+
+def test_the_service_runs_no_limiter_pass_before_its_requests(app: Flask) -> None:
+    hooks = app.before_request_funcs[None]
+    assert not [hook for hook in hooks if getattr(hook, "__self__", None) is limiter]
+    assert len(hooks) == 3, hooks  # the request id, the Origin check, the body check
+
+
+def test_flask_mail_builds_parts_and_the_message_where_enquiry_message_overrides_them(
+    app: Flask,
+) -> None:
+    # What EnquiryMessage relies on (Flask-Mail 0.10.0): the two methods, their arguments,
+    # and that the message is built through them.
+    assert list(inspect.signature(flask_mail.Message._mimetext).parameters) == [
+        "self",
+        "text",
+        "subtype",
+    ]
+    assert list(inspect.signature(flask_mail.Message._message).parameters) == ["self"]
+    assert "self._mimetext(" in inspect.getsource(flask_mail.Message._message)
+    message = EnquiryMessage(
+        subject="Subject",
+        recipients=["front-desk@clinic.example"],
+        sender="forms@clinic.example",
+        body="A line of text.",
+        html="<p>A line of text.</p>",
+    )
+    with app.app_context():
+        built = message._message()
+    parts = [part for part in built.walk() if not part.is_multipart()]
+    assert [part.get_content_type() for part in parts] == ["text/plain", "text/html"]
+    assert all(part["Content-Transfer-Encoding"] == "quoted-printable" for part in parts)
+    assert isinstance(built, EmailMessage)
+    assert built.get_boundary().startswith("==")
