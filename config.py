@@ -51,6 +51,7 @@ ENVIRONMENT_SETTINGS: dict[str, type] = {
     "OUTBOX_POLL_SECONDS": float,
     "OUTBOX_BATCH_SIZE": int,
     "OUTBOX_LEASE_SECONDS": int,
+    "OUTBOX_HEARTBEAT_SECONDS": float,
     "OUTBOX_RETRY_BASE_SECONDS": int,
     "OUTBOX_RETRY_MAX_SECONDS": int,
     "OUTBOX_GIVE_UP_SECONDS": int,
@@ -137,7 +138,10 @@ class Config:
     DELIVERY_WORKER = "embedded"
     OUTBOX_POLL_SECONDS = 5.0
     OUTBOX_BATCH_SIZE = 20
-    OUTBOX_LEASE_SECONDS = 600
+    # A claim lasts this long unless its worker renews it, which it does every
+    # OUTBOX_HEARTBEAT_SECONDS (at most a third of the lease) while it works.
+    OUTBOX_LEASE_SECONDS = 60
+    OUTBOX_HEARTBEAT_SECONDS = 10.0
     OUTBOX_RETRY_BASE_SECONDS = 30
     OUTBOX_RETRY_MAX_SECONDS = 3600
     OUTBOX_GIVE_UP_SECONDS = 5 * 24 * 3600

@@ -30,8 +30,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# A short lease lets a second worker take over a dead one's claim within seconds. deliver() starts
-# no message later than 4 * MAIL_TIMEOUT before the lease runs out, so that must stay below it.
+# A short lease lets a second worker take over a dead one's claim within seconds; a live worker
+# renews it every third of the lease while it works.
 SHORT_LEASE = {"OUTBOX_LEASE_SECONDS": "4", "MAIL_TIMEOUT": "0.8"}
 
 
@@ -180,7 +180,8 @@ def test_sigkill_after_claim_another_worker_sends_exactly_once(
     assert_each_arrived_once(smtp_server, accepted)
     assert_nothing_lost(app, accepted)
     row = stored(app)[enquiry.id]
-    assert row.attempts == 2 and f":{second.pid}:" in (row.claimed_by or "")
+    # Only the attempt that ended counts: the first worker died before its attempt had an outcome.
+    assert row.attempts == 1 and f":{second.pid}:" in (row.claimed_by or "")
 
 
 def test_sigkill_during_data_another_worker_sends_exactly_once(
@@ -274,3 +275,34 @@ def test_four_workers_deliver_a_thousand_enquiries_exactly_once(
     assert_nothing_lost(app, accepted)
     owners = Counter(row.claimed_by for row in stored(app).values())
     assert len(owners) > 1, f"one worker sent everything: {owners}"
+
+
+def test_sigkill_mid_batch_with_the_default_lease_another_worker_sends_the_rest_within_90_s(
+    app: Flask, smtp_server: SMTPTestServer, workers: Workers
+) -> None:
+    accepted = enqueue(app, 20)
+    first = workers.start()  # the default lease (60 s), renewed every 10 s while it works
+    smtp_server.wait_for(1, timeout=20)
+    smtp_server.fault = "hold_after_data"  # the next message stays in flight
+    smtp_server.wait_for(len(smtp_server.messages) + 1, timeout=10)
+    time.sleep(0.5)
+    workers.kill(first)
+    killed_at = time.monotonic()
+    smtp_server.fault = None
+    rows = stored(app).values()
+    delivered = {row.message_id for row in rows if row.status == SENT}
+    held = [row for row in rows if row.status != SENT]
+    assert 0 < len(delivered) < 20 and {row.status for row in held} == {SENDING}
+    # Claimed but never tried, or tried without an outcome: no attempt has been counted.
+    assert all(row.attempts == 0 for row in held), [row.attempts for row in held]
+
+    second = workers.start()
+    wait_all_sent(app, workers, 20, timeout=90)
+    assert time.monotonic() - killed_at < 90
+    assert "took over" in workers.log(second)
+    assert workers.stop(second) == 0, workers.log(second)
+    assert_nothing_lost(app, accepted)
+    copies = message_ids(smtp_server)
+    assert set(copies) == {enquiry.message_id for enquiry in accepted}
+    # At most the one in flight at the kill arrives twice, with one Message-ID.
+    assert sorted(copies.values())[:-1] == [1] * 19 and max(copies.values()) <= 2

@@ -14,6 +14,7 @@ from ..ops.logs import frames
 from ..store import lifecycle
 from ..store.models import Enquiry
 from . import message, smtp
+from .heartbeat import Heartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -31,34 +32,46 @@ def deliver(worker_id: str, should_stop: Callable[[], bool] = lambda: False) -> 
     config = current_app.config
     lease = timedelta(seconds=config["OUTBOX_LEASE_SECONDS"])
     batch = lifecycle.claim(worker_id, config["OUTBOX_BATCH_SIZE"], lease)
+    if not batch:
+        return 0
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    with Heartbeat(app, batch, lease, float(config["OUTBOX_HEARTBEAT_SECONDS"])) as heartbeat:
+        return _send_batch(batch, heartbeat, should_stop)
+
+
+def _send_batch(batch: list[Enquiry], heartbeat: Heartbeat, should_stop: Callable[[], bool]) -> int:
     sent = 0
     connection: smtp.SMTPConnection | None = None
-    # A message started later than this might outlive its lease and be sent twice.
-    margin = timedelta(seconds=4 * float(config["MAIL_TIMEOUT"]))
     try:
         for index, enquiry in enumerate(batch):
-            expires = enquiry.lease_expires_at
-            if should_stop() or (expires is not None and lifecycle.utcnow() + margin > expires):
-                lifecycle.release(batch[index:])
+            # Renewals that keep failing (the store is unreachable) mean the leases may end
+            # while a message is on its way: give the rest back rather than risk a second copy.
+            if should_stop() or not heartbeat.fresh():
+                heartbeat.give_back(batch[index:])
                 break
+            if not heartbeat.holds(enquiry):
+                continue  # another worker has it now
             try:
                 if connection is None:
                     connection = smtp.connect()
                 connection.send(message.build_message(enquiry))
             except Exception as error:  # Every failure is recorded; none escapes the batch.
                 failure = _failure_of(error, enquiry, connected=connection is not None)
-                retry_at = record_failure(enquiry, failure)
+                with heartbeat.finishing(enquiry):
+                    retry_at = record_failure(enquiry, failure)
                 if connection is not None:
                     connection.close()
                     connection = None
                 if retry_at is not None:
                     # The server is unwell: the rest of the batch waits with this one.
-                    lifecycle.release(batch[index + 1 :], at=retry_at)
+                    heartbeat.give_back(batch[index + 1 :], at=retry_at)
                     break
                 continue
-            if lifecycle.mark_sent(enquiry):
+            with heartbeat.finishing(enquiry):
+                delivered = lifecycle.mark_sent(enquiry)
+            if delivered:
                 metrics.count_delivery("sent")
-                logger.info("enquiry %s delivered (attempt %d)", enquiry.id, enquiry.attempts)
+                logger.info("enquiry %s delivered (attempt %d)", enquiry.id, enquiry.attempts + 1)
                 sent += 1
     finally:
         if connection is not None:
@@ -80,17 +93,17 @@ def record_failure(enquiry: Enquiry, failure: smtp.Failure) -> datetime | None:
                 "see `flask outbox list --state failed`",
                 enquiry.id,
                 why,
-                enquiry.attempts,
+                enquiry.attempts + 1,
                 failure.reason,
             )
         return None
-    retry_at = now + backoff(enquiry.attempts)
+    retry_at = now + backoff(enquiry.attempts + 1)
     if lifecycle.retry_later(enquiry, retry_at, failure.reason):
         metrics.count_delivery("retry")
         logger.warning(
             "enquiry %s not delivered (attempt %d): %s; next try at %s",
             enquiry.id,
-            enquiry.attempts,
+            enquiry.attempts + 1,
             failure.reason,
             retry_at.isoformat(timespec="seconds"),
         )

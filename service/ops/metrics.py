@@ -43,6 +43,10 @@ LOST_CLAIMS = Counter(
     "over or released, by transition.",
     ["transition"],
 )
+TAKEN_OVER = Counter(
+    "contact_form_claims_taken_over_total",
+    "Enquiries claimed from a worker whose lease had run out (it died, or stalled).",
+)
 LATENCY = Histogram(
     "contact_form_request_seconds",
     "Time to answer a request, by route.",
@@ -74,6 +78,11 @@ def count_delivery(outcome: str) -> None:
 def count_lost_claim(transition: str) -> None:
     """Record a worker's state change refused because it no longer held the claim."""
     LOST_CLAIMS.labels(transition=transition).inc()
+
+
+def count_taken_over(count: int) -> None:
+    """Record claims taken over from a worker that stopped renewing them."""
+    TAKEN_OVER.inc(count)
 
 
 class ScrapeCollectors:

@@ -2,10 +2,14 @@
 that writes its status, its lease or its attempt counter.
 
     (new) --queue--> pending --claim--> sending --mark_sent--> sent --erase--> sent, erased
-                        ^                  |
+                        ^                  |  ^
+                        |                  |  +-- renew (the worker's heartbeat)
                         +-- retry_later ---+  (or release: given back, never tried)
                         |                  |
                         +----- requeue --- failed <--give_up--+
+
+An attempt is counted when it ends (mark_sent, retry_later, give_up): an enquiry that was
+claimed and given back, or whose worker died before it was tried, has not been tried.
 
 Every change is one UPDATE that names the state it expects and, for a claimed enquiry, the
 worker that holds the claim; its row count says whether it happened. A worker whose lease ran
@@ -49,6 +53,8 @@ class Transition:
 QUEUE = Transition("queue", (), PENDING)
 # Due and pending, or sending under a lease that has run out (its worker died or stalled).
 CLAIM = Transition("claim", (PENDING, SENDING), SENDING)
+# The worker's heartbeat: a claim that nobody renews ends with its lease.
+RENEW = Transition("renew", (SENDING,), SENDING)
 MARK_SENT = Transition("mark_sent", (SENDING,), SENT)
 RETRY_LATER = Transition("retry_later", (SENDING,), PENDING)
 GIVE_UP = Transition("give_up", (SENDING,), FAILED)
@@ -56,7 +62,7 @@ RELEASE = Transition("release", (SENDING,), PENDING)
 REQUEUE = Transition("requeue", (FAILED,), PENDING)
 # Retention: the personal data goes, the record of the delivery stays.
 ERASE = Transition("erase", (SENT,), SENT)
-TRANSITIONS = (QUEUE, CLAIM, MARK_SENT, RETRY_LATER, GIVE_UP, RELEASE, REQUEUE, ERASE)
+TRANSITIONS = (QUEUE, CLAIM, RENEW, MARK_SENT, RETRY_LATER, GIVE_UP, RELEASE, REQUEUE, ERASE)
 
 # Sent by whoever queued an enquiry, once it is committed, with the app as sender: the
 # embedded delivery worker wakes on it.
@@ -101,31 +107,66 @@ def claim(worker_id: str, limit: int, lease: timedelta) -> list[Enquiry]:
     """Claim up to `limit` due enquiries for `worker_id` under a lease; commit the claim."""
     now = utcnow()
     candidates = (
-        select(COLUMNS.id)
+        select(COLUMNS.id, COLUMNS.status, COLUMNS.claimed_by)
         .where(due(now))
         .order_by(COLUMNS.next_attempt_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
     with store.writing() as connection:
-        ids = list(connection.scalars(candidates))
-        if not ids:
+        found = connection.execute(candidates).all()
+        if not found:
             return []
+        ids = [candidate.id for candidate in found]
         # The condition again: on PostgreSQL the rows are locked by now, and the update says
         # what it expects all the same.
         claimed = connection.execute(
             update(TABLE)
             .where(COLUMNS.id.in_(ids), due(now))
-            .values(
-                status=SENDING,
-                claimed_by=worker_id,
-                lease_expires_at=now + lease,
-                attempts=COLUMNS.attempts + 1,
-            )
+            .values(status=SENDING, claimed_by=worker_id, lease_expires_at=now + lease)
             .returning(*COLUMNS)
         ).all()
+    taken = {row.id for row in claimed}
+    abandoned = [c for c in found if c.status == SENDING and c.id in taken]
+    if abandoned:
+        metrics.count_taken_over(len(abandoned))
+        logger.warning(
+            "worker %s took over %d enquiries whose lease had run out (last held by %s)",
+            worker_id,
+            len(abandoned),
+            ", ".join(sorted({str(c.claimed_by) for c in abandoned})),
+        )
     enquiries = [Enquiry(**row._asdict()) for row in claimed]
     return sorted(enquiries, key=lambda enquiry: enquiry.next_attempt_at)
+
+
+def renew(enquiries: Sequence[Enquiry], lease: timedelta) -> list[Enquiry]:
+    """Extend the leases of claims still held by their worker; return those still held."""
+    if not enquiries:
+        return []
+    owner = enquiries[0].claimed_by
+    until = utcnow() + lease
+    with store.writing() as connection:
+        renewed = set(
+            connection.scalars(
+                update(TABLE)
+                .where(
+                    COLUMNS.id.in_([enquiry.id for enquiry in enquiries]),
+                    COLUMNS.status == SENDING,
+                    COLUMNS.claimed_by == owner,
+                )
+                .values(lease_expires_at=until)
+                .returning(COLUMNS.id)
+            )
+        )
+    held = []
+    for enquiry in enquiries:
+        if enquiry.id in renewed:
+            enquiry.lease_expires_at = until
+            held.append(enquiry)
+        else:
+            _lost_claim(enquiry, RENEW)
+    return held
 
 
 def _held_by(enquiry: Enquiry) -> ColumnElement[bool]:
@@ -137,11 +178,13 @@ def _held_by(enquiry: Enquiry) -> ColumnElement[bool]:
     )
 
 
-def _change_claimed(enquiry: Enquiry, transition: Transition, **values: Any) -> bool:
-    """Apply a change to a claimed enquiry if the claim is still held; say whether it was."""
+def _end_attempt(enquiry: Enquiry, transition: Transition, **values: Any) -> bool:
+    """Record how an attempt ended if the claim is still held; say whether it was."""
     with store.writing() as connection:
         result = connection.execute(
-            update(TABLE).where(_held_by(enquiry)).values(status=transition.target, **values)
+            update(TABLE)
+            .where(_held_by(enquiry))
+            .values(status=transition.target, attempts=COLUMNS.attempts + 1, **values)
         )
     if result.rowcount == 1:
         return True
@@ -162,21 +205,21 @@ def _lost_claim(enquiry: Enquiry, transition: Transition) -> None:
 
 def mark_sent(enquiry: Enquiry) -> bool:
     """Record that the SMTP server accepted the enquiry's email; False if the claim was lost."""
-    return _change_claimed(
+    return _end_attempt(
         enquiry, MARK_SENT, sent_at=utcnow(), lease_expires_at=None, last_error=None
     )
 
 
 def retry_later(enquiry: Enquiry, at: datetime, error: str) -> bool:
     """Put a claimed enquiry back in the queue, due at `at`; False if the claim was lost."""
-    return _change_claimed(
+    return _end_attempt(
         enquiry, RETRY_LATER, next_attempt_at=at, lease_expires_at=None, last_error=error[:500]
     )
 
 
 def give_up(enquiry: Enquiry, error: str) -> bool:
     """Make a claimed enquiry a dead letter; False if the claim was lost."""
-    return _change_claimed(
+    return _end_attempt(
         enquiry, GIVE_UP, failed_at=utcnow(), lease_expires_at=None, last_error=error[:500]
     )
 
@@ -194,7 +237,6 @@ def release(enquiries: Sequence[Enquiry], at: datetime | None = None) -> int:
                 .where(_held_by(enquiry))
                 .values(
                     status=RELEASE.target,
-                    attempts=COLUMNS.attempts - 1,
                     lease_expires_at=None,
                     next_attempt_at=when,
                 )
