@@ -29,6 +29,7 @@ ENVIRONMENT_SETTINGS: dict[str, type] = {
     "MAIL_TLS_CA_FILE": str,
     "DATABASE_URL": str,
     "AUTO_MIGRATE": bool,
+    "DATABASE_TIMEOUT": float,
     "PHONE_DEFAULT_REGION": str,
     "CAPTCHA_PROVIDER": str,
     "CAPTCHA_SITE_KEY": str,
@@ -115,6 +116,8 @@ class Config:
 
     DATABASE_URL: str | None = None  # None: an SQLite file in the instance folder
     AUTO_MIGRATE: bool | None = None  # None: migrate on start-up for SQLite only
+    # No database statement (or wait for a lock) lasts longer than this, in seconds.
+    DATABASE_TIMEOUT = 10.0
 
     PHONE_DEFAULT_REGION = "AU"
     CAPTCHA_PROVIDER = "altcha"  # or recaptcha, hcaptcha, turnstile

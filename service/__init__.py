@@ -57,6 +57,9 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
         raise ConfigurationError("SECRET_KEY is not set: set the SECRET_KEY environment variable.")
     if app.config["DELIVERY_WORKER"] not in {"embedded", "external"}:
         raise ConfigurationError("DELIVERY_WORKER must be 'embedded' or 'external'.")
+    for name in ("OUTBOX_LEASE_SECONDS", "OUTBOX_HEARTBEAT_SECONDS", "DATABASE_TIMEOUT"):
+        if not app.config[name] > 0:
+            raise ConfigurationError(f"{name} must be a number of seconds above 0.")
     captcha.check_config(app.config)
     check_timezone(app.config["CLINIC_TIMEZONE"])
     app.config["ALLOWED_ORIGINS"] = origins.parse(app.config["ALLOWED_ORIGINS"])

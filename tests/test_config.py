@@ -146,3 +146,16 @@ def test_an_unknown_clinic_timezone_stops_start_up(monkeypatch, tmp_path) -> Non
                 "CLINIC_TIMEZONE": "Australia/Gotham",
             }
         )
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("OUTBOX_LEASE_SECONDS", "0"), ("OUTBOX_HEARTBEAT_SECONDS", "-1"), ("DATABASE_TIMEOUT", "0")],
+)
+def test_a_timing_of_zero_or_less_stops_start_up(
+    setting: str, value: str, monkeypatch, tmp_path
+) -> None:
+    monkeypatch.setenv("SERVICE_ENV", "testing")
+    monkeypatch.setenv(setting, value)
+    with pytest.raises(ConfigurationError, match=f"{setting} must be a number of seconds above 0"):
+        create_app({"SECRET_KEY": "x", "DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite3"})

@@ -22,17 +22,27 @@ class Heartbeat:
     """Renews a batch's leases every few seconds, until each enquiry in it is finished.
 
     A worker that dies stops renewing, and its claims return to the queue when their short
-    lease ends; a worker that lives keeps them, however long one slow message takes.
+    lease ends. A worker that lives keeps them while it makes progress; one that has been on a
+    single message for `stall_after` seconds (a peer that drips its replies) stops renewing, and
+    leaves its batch to the other workers.
     """
 
-    def __init__(self, app: Flask, batch: list[Enquiry], lease: timedelta, every: float) -> None:
+    def __init__(
+        self,
+        app: Flask,
+        batch: list[Enquiry],
+        lease: timedelta,
+        every: float,
+        stall_after: float,
+    ) -> None:
         self.app = app
         self.lease = lease
         # At most a third of the lease: two renewals may fail before anyone can take over.
         self.every = min(every, lease.total_seconds() / 3)
+        self.stall_after = stall_after
         self.held = {enquiry.id: enquiry for enquiry in batch}
         self.lost: set[str] = set()
-        self.renewed_at = time.monotonic()
+        self.renewed_at = self.progress_at = time.monotonic()
         # Held while renewing and while the worker records an outcome, so that a renewal never
         # meets an enquiry that was finished a moment ago and reports it lost.
         self.lock = threading.Lock()
@@ -58,15 +68,18 @@ class Heartbeat:
             return enquiry.id not in self.lost
 
     def fresh(self) -> bool:
-        """True while the leases were renewed recently: nobody can have taken them over."""
-        return time.monotonic() - self.renewed_at < self.lease.total_seconds() / 2
+        """True while the last two renewals have not both failed: the leases are safe."""
+        return time.monotonic() - self.renewed_at < 2 * self.every
 
     @contextlib.contextmanager
     def finishing(self, enquiry: Enquiry) -> Iterator[None]:
         """Record an enquiry's outcome with no renewal in between; it is renewed no more."""
         with self.lock:
-            yield
-            self.held.pop(enquiry.id, None)
+            try:
+                yield
+            finally:
+                self.held.pop(enquiry.id, None)
+                self.progress_at = time.monotonic()
 
     def give_back(self, enquiries: list[Enquiry], at: datetime | None = None) -> None:
         """Release the enquiries still held, untried, due at `at` (now by default)."""
@@ -82,6 +95,15 @@ class Heartbeat:
                 batch = list(self.held.values())
                 if not batch:
                     continue
+                stalled = time.monotonic() - self.progress_at
+                if stalled > self.stall_after:
+                    logger.warning(
+                        "one message has taken %d s: no longer renewing the leases of %d "
+                        "enquiries, which other workers will take over",
+                        stalled,
+                        len(batch),
+                    )
+                    return
                 try:
                     with self.app.app_context():
                         kept = {enquiry.id for enquiry in lifecycle.renew(batch, self.lease)}

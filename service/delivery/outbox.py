@@ -35,7 +35,10 @@ def deliver(worker_id: str, should_stop: Callable[[], bool] = lambda: False) -> 
     if not batch:
         return 0
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    with Heartbeat(app, batch, lease, float(config["OUTBOX_HEARTBEAT_SECONDS"])) as heartbeat:
+    every = float(config["OUTBOX_HEARTBEAT_SECONDS"])
+    # Every SMTP step is bounded by MAIL_TIMEOUT; a message that takes ten of them is stuck.
+    stall_after = 10 * float(config["MAIL_TIMEOUT"])
+    with Heartbeat(app, batch, lease, every, stall_after) as heartbeat:
         return _send_batch(batch, heartbeat, should_stop)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import math
 import os
 import random
 import sqlite3
@@ -21,8 +23,6 @@ logger = logging.getLogger(__name__)
 
 # The execution option that marks a connection as about to write.
 WRITE = "contact_form_write"
-# How long a writer waits for SQLite's write lock before giving up.
-BUSY_SECONDS = 30
 
 
 class Store:
@@ -36,7 +36,7 @@ class Store:
         """Create the engine for DATABASE_URL; migrate on start-up if AUTO_MIGRATE says so."""
         url = app.config.get("DATABASE_URL") or default_sqlite_url(app)
         app.config["DATABASE_URL"] = url
-        engine = make_engine(url)
+        engine = make_engine(url, float(app.config["DATABASE_TIMEOUT"]))
         # The newest revision is read once: /readyz compares the store's schema with it.
         app.extensions["store"] = StoreState(engine, schema.head_revision(engine))
         auto = app.config.get("AUTO_MIGRATE")
@@ -98,33 +98,49 @@ def default_sqlite_url(app: Flask) -> str:
     return "sqlite:///" + os.path.join(app.instance_path, "enquiries.sqlite3")
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine with the durability settings each database needs."""
+def make_engine(url: str, timeout: float = 10.0) -> Engine:
+    """Create an engine with the durability settings each database needs.
+
+    No statement waits longer than `timeout` seconds (DATABASE_TIMEOUT), for a lock or for the
+    server: a request answers 503 instead of holding its thread, and the worker goes on.
+    """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
-        event.listen(engine, "connect", _sqlite_on_connect)
-        event.listen(engine, "begin", _sqlite_on_begin)
+        engine = create_engine(url, connect_args={"timeout": timeout})
+        event.listen(engine, "connect", functools.partial(_sqlite_on_connect, timeout=timeout))
+        event.listen(engine, "begin", functools.partial(_sqlite_on_begin, timeout=timeout))
         return engine
-    return create_engine(url, pool_pre_ping=True, connect_args=_connect_args(url))
+    engine = create_engine(
+        url, pool_pre_ping=True, pool_timeout=timeout, connect_args=_connect_args(url, timeout)
+    )
+    if engine.dialect.name == "postgresql":
+        event.listen(engine, "connect", functools.partial(_postgresql_on_connect, timeout=timeout))
+    return engine
 
 
-def _connect_args(url: str) -> dict[str, Any]:
+def _connect_args(url: str, timeout: float) -> dict[str, Any]:
     # A network store must not hang a request or a worker for ever.
-    return {"connect_timeout": 10} if url.startswith("postgresql") else {}
+    return {"connect_timeout": max(1, math.ceil(timeout))} if url.startswith("postgresql") else {}
 
 
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+def _postgresql_on_connect(dbapi_connection: Any, _record: Any, timeout: float) -> None:
+    # Set per session rather than in the URL's options, which a deployment may use already.
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute(f"SET statement_timeout = {int(timeout * 1000)}")
+    dbapi_connection.commit()
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any, timeout: float) -> None:
     # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own handling defers it).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     # FULL: a commit is on disk before we say "thank you", even across a power cut.
     cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
+    cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
     cursor.close()
 
 
-def _sqlite_on_begin(connection: Any) -> None:
+def _sqlite_on_begin(connection: Any, timeout: float) -> None:
     if not connection.get_execution_options().get(WRITE):
         connection.exec_driver_sql("BEGIN")
         return
@@ -133,7 +149,7 @@ def _sqlite_on_begin(connection: Any) -> None:
     # sleeps 1, 2, 5, 10 ... up to 100 ms between tries, which piles up under load; a writer
     # holds the lock for well under a millisecond, so ask again every millisecond or two.
     dbapi = connection.connection.dbapi_connection
-    deadline = time.monotonic() + BUSY_SECONDS
+    deadline = time.monotonic() + timeout
     dbapi.execute("PRAGMA busy_timeout=0")
     try:
         while True:
@@ -145,4 +161,4 @@ def _sqlite_on_begin(connection: Any) -> None:
                     raise
                 time.sleep(random.uniform(0.0005, 0.002))
     finally:
-        dbapi.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
+        dbapi.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")

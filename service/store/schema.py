@@ -54,6 +54,8 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
                 fcntl.flock(handle, fcntl.LOCK_UN)
     elif engine.dialect.name == "postgresql":
         with engine.connect() as connection:
+            # A migration, and the wait for another process's, may outlast DATABASE_TIMEOUT.
+            connection.execute(text("SET LOCAL statement_timeout = 0"))
             connection.execute(text("SELECT pg_advisory_lock(727274)"))
             try:
                 yield

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 from flask import Flask, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_limiter.errors import RateLimitExceeded
-from werkzeug.exceptions import HTTPException, InternalServerError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
 from ..intake import limits
 from ..intake.form import EnquiryForm
@@ -32,6 +35,10 @@ MESSAGES = {
     500: (
         "Something went wrong on our side. Your message was not sent; "
         "please try again or call the clinic."
+    ),
+    503: (
+        "We could not take your message just now. Your message was not sent; "
+        "please try again in a minute or call the clinic."
     ),
 }
 
@@ -79,8 +86,23 @@ def handle_unexpected_error(error: Exception) -> ResponseReturnValue:
     return handle_http_error(InternalServerError())
 
 
+def handle_store_unavailable(error: Exception) -> ResponseReturnValue:
+    """The store timed out or cannot be reached: nothing was stored, so say so (503)."""
+    # By type only: a database's own error quotes the statement's values.
+    logger.error(
+        "the enquiry store did not answer on %s %s (%s): a timeout (DATABASE_TIMEOUT) "
+        "or the database is down",
+        request.method,
+        request.path,
+        type(error).__name__,
+    )
+    return handle_http_error(ServiceUnavailable(retry_after=30))
+
+
 def register_error_handlers(app: Flask) -> None:
     """Install the handlers."""
     app.register_error_handler(RateLimitExceeded, handle_rate_limited)
+    for unavailable in (OperationalError, PoolTimeout, sqlite3.OperationalError):
+        app.register_error_handler(unavailable, handle_store_unavailable)
     app.register_error_handler(HTTPException, handle_http_error)
     app.register_error_handler(Exception, handle_unexpected_error)

@@ -8,6 +8,9 @@ config = context.config
 engine = config.attributes["engine"]
 
 with engine.connect() as connection:
+    if engine.dialect.name == "postgresql":
+        # A migration may rewrite a large table: no DATABASE_TIMEOUT for it.
+        connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
