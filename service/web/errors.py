@@ -86,8 +86,20 @@ def handle_unexpected_error(error: Exception) -> ResponseReturnValue:
     return handle_http_error(InternalServerError())
 
 
+def store_unavailable(error: Exception) -> bool:
+    """True for a store that timed out, is locked or cannot be reached; not for a broken one."""
+    original = getattr(error, "orig", error)
+    if isinstance(original, sqlite3.OperationalError):
+        # SQLite says "operational" for a missing column too: that is a bug, answered 500.
+        return "locked" in str(original) or "busy" in str(original)
+    # PostgreSQL's timeouts, cancelled statements and lost connections.
+    return isinstance(error, (OperationalError, PoolTimeout))
+
+
 def handle_store_unavailable(error: Exception) -> ResponseReturnValue:
     """The store timed out or cannot be reached: nothing was stored, so say so (503)."""
+    if not store_unavailable(error):
+        return handle_unexpected_error(error)
     # By type only: a database's own error quotes the statement's values.
     logger.error(
         "the enquiry store did not answer on %s %s (%s): a timeout (DATABASE_TIMEOUT) "
