@@ -44,6 +44,7 @@ ENVIRONMENT_SETTINGS: dict[str, type] = {
     "TRUSTED_PROXIES": int,
     "STUCK_AFTER": int,
     "METRICS_TOKEN": str,
+    "WORKER_METRICS_PORT": int,
     "LOG_FORMAT": str,
     "LOG_STREAM": str,
     "ALTCHA_COST": int,
@@ -157,6 +158,8 @@ class Config:
     STUCK_AFTER = 15 * 60
     # /metrics answers only with "Authorization: Bearer <METRICS_TOKEN>"; unset, it is closed.
     METRICS_TOKEN = ""
+    # `flask outbox work` serves its own /metrics (same token rule) on this port; 0: none.
+    WORKER_METRICS_PORT = 0
     # Sites that may frame the form and call the API, besides the service itself.
     ALLOWED_ORIGINS = ""
     # Lifetime of the signed token in each rendered form.

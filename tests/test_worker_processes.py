@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -306,3 +309,32 @@ def test_sigkill_mid_batch_with_the_default_lease_another_worker_sends_the_rest_
     assert set(copies) == {enquiry.message_id for enquiry in accepted}
     # At most the one in flight at the kill arrives twice, with one Message-ID.
     assert sorted(copies.values())[:-1] == [1] * 19 and max(copies.values()) <= 2
+
+
+def test_an_external_worker_serves_its_own_metrics_behind_the_token(
+    app: Flask, smtp_server: SMTPTestServer, workers: Workers
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    accepted = enqueue(app, 3)
+    worker = workers.start(WORKER_METRICS_PORT=str(port), METRICS_TOKEN="worker-token")
+    wait_all_sent(app, workers, 3)
+
+    def get(path: str, token: str | None) -> tuple[int, str]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, ""
+
+    status, body = get("/metrics", "worker-token")
+    assert status == 200
+    assert 'contact_form_deliveries_total{outcome="sent"} 3.0' in body
+    assert 'contact_form_outbox_enquiries{state="sent"} 3.0' in body
+    assert get("/metrics", "wrong")[0] == get("/metrics", None)[0] == 404
+    assert get("/contact", "worker-token")[0] == 404, "the worker serves metrics, not the form"
+    assert_clean_exit(workers, worker)
+    assert_each_arrived_once(smtp_server, accepted)

@@ -14,6 +14,7 @@ from flask.cli import AppGroup
 
 from ..delivery import retention
 from ..delivery.worker import Worker
+from ..ops import metrics
 from ..store import lifecycle, queries
 from ..store.lifecycle import STATES
 from ..store.models import Enquiry
@@ -25,10 +26,15 @@ outbox_cli = AppGroup("outbox", help="Deliver, inspect and repair the outbox of 
 @click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
 def work_command(once: bool) -> None:
     """Run a delivery worker until SIGTERM or Ctrl-C (it finishes the message in flight)."""
-    worker = Worker(current_app._get_current_object(), "cli")  # type: ignore[attr-defined]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    worker = Worker(app, "cli")
     if once:
         click.echo(f"Delivered {worker.run_once()} enquiries.")
         return
+    port = app.config["WORKER_METRICS_PORT"]
+    if port:
+        metrics.serve_alone(app, port)
+        click.echo(f"Serving /metrics on port {port}.")
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         click.echo(f"Received {signal.Signals(signum).name}: stopping after the message in flight.")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import threading
 import time
 
 from flask import Blueprint, Flask, Response, abort, current_app, g, has_request_context, request
@@ -20,6 +21,7 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.registry import REGISTRY, Collector
+from werkzeug.serving import BaseWSGIServer, make_server
 
 SUBMISSIONS = Counter(
     "contact_form_submissions_total",
@@ -111,8 +113,13 @@ def add_scrape_collector(app: Flask, collector: Collector) -> None:
 @bp.get("/metrics")
 def metrics() -> Response:
     """The metrics in Prometheus' text format, for a scraper that presents METRICS_TOKEN."""
-    token = current_app.config["METRICS_TOKEN"]
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    return exposition(current_app, request.headers.get("Authorization", ""))
+
+
+def exposition(app: Flask, authorization: str) -> Response:
+    """This process's metrics and the app's scrape-time ones, if `authorization` may see them."""
+    token = app.config["METRICS_TOKEN"]
+    given = authorization.removeprefix("Bearer ").strip()
     # Closed unless a token is set; a wrong token looks exactly like no endpoint at all.
     if not token or not hmac.compare_digest(given.encode(), token.encode()):
         abort(404)
@@ -122,8 +129,24 @@ def metrics() -> Response:
         body = generate_latest(workers)
     else:
         body = generate_latest(REGISTRY)
-    now = current_app.extensions["metrics"].latest()
+    with app.app_context():
+        now = app.extensions["metrics"].latest()
     return Response(body + now, mimetype=CONTENT_TYPE_LATEST)
+
+
+def serve_alone(app: Flask, port: int) -> BaseWSGIServer:
+    """Serve only /metrics on `port` from a thread: for the worker, which serves no app."""
+    only_metrics = Flask("service.ops.metrics")
+
+    @only_metrics.get("/metrics")
+    def worker_metrics() -> Response:
+        return exposition(app, request.headers.get("Authorization", ""))
+
+    # All interfaces: in the compose layout the scraper is in another container. The token
+    # rule is the web's: without METRICS_TOKEN there is nothing to see.
+    server = make_server("0.0.0.0", port, only_metrics, threaded=True)
+    threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True).start()
+    return server
 
 
 def observe_latency(response: Response) -> Response:
