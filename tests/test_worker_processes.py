@@ -137,8 +137,8 @@ def blocking_updates_of(app: Flask, enquiry_id: str) -> Iterator[Callable[[], bo
     SQLite: the store's BEGIN IMMEDIATE takes the database's write lock. PostgreSQL: FOR UPDATE
     locks the row, and pg_blocking_pids() shows who waits for us.
     """
-    with app.app_context(), store.transaction() as session:
-        session.execute(select(Enquiry.id).where(Enquiry.id == enquiry_id).with_for_update())
+    with app.app_context(), store.writing() as connection:
+        connection.execute(select(Enquiry.id).where(Enquiry.id == enquiry_id).with_for_update())
         if store.engine.dialect.name != "postgresql":
 
             def reached() -> bool:
@@ -148,7 +148,7 @@ def blocking_updates_of(app: Flask, enquiry_id: str) -> Iterator[Callable[[], bo
 
             yield reached
             return
-        locker = session.scalar(text("SELECT pg_backend_pid()"))
+        locker = connection.scalar(text("SELECT pg_backend_pid()"))
         query = text(
             "SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"
         )

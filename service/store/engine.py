@@ -61,19 +61,12 @@ class Store:
         return self.state.sessions()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """Open a session for writing, commit on success, roll back on error, always close."""
-        with self.session() as session, session.begin():
-            # Marks the connection so that SQLite takes its write lock at BEGIN (see below);
-            # sessions that only read begin DEFERRED and never wait for a writer.
-            session.connection(execution_options={WRITE: True})
-            yield session
-
-    @contextlib.contextmanager
     def writing(self) -> Iterator[Connection]:
         """A connection for SQL statements in one writing transaction: commit on success."""
         # Core statements, not the ORM's unit of work: the hot writes (an enquiry in, a `sent`
         # mark) are single statements, and the ORM's bookkeeping would cost more than the write.
+        # The mark makes SQLite take its write lock at BEGIN (see below); connections that only
+        # read begin DEFERRED and never wait for a writer.
         with self.engine.connect() as connection:
             connection.execution_options(**{WRITE: True})
             with connection.begin():
