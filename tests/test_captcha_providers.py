@@ -304,6 +304,15 @@ def test_no_token_is_refused_without_asking(
     assert lines == [f"{provider} captcha refused: no {FIELDS[provider]} in the submission"] * 2
 
 
+def test_a_token_that_is_not_valid_text_is_refused_without_asking(
+    provider_app: Flask, stand_in: SiteverifyServer, provider: str
+) -> None:
+    response = post(provider_app.test_client(), "api", provider, "\ud800")
+    assert_captcha_failed(response, "api", provider)
+    assert stand_in.received == []
+    assert stored(provider_app) == 0
+
+
 def test_the_altcha_field_is_not_read_for_another_provider(
     provider_app: Flask, provider: str
 ) -> None:

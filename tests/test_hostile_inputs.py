@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urlencode
@@ -13,6 +14,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from service.delivery.message import ascii_email
+from service.intake import body_checks
 from service.store.models import Enquiry
 from tests.conftest import csrf_token, deliver_all, solve_captcha
 from tests.hostile_inputs import (
@@ -205,6 +207,19 @@ def test_a_multipart_post_that_is_not_utf8_is_refused(app: Flask, client: FlaskC
     )
     assert response.status_code == 400
     assert "not valid UTF-8" in response.get_data(as_text=True)
+    assert count_enquiries(app) == 0
+
+
+def test_a_multipart_post_with_a_file_in_place_of_a_field_is_refused(
+    app: Flask, client: FlaskClient
+) -> None:
+    data = {**VALID_JSON, "csrf_token": csrf_token(client), "altcha": solve_captcha(client)}
+    data["name"] = (io.BytesIO(b"Jane Citizen"), "name.txt")
+    response = client.post("/contact", data=data, content_type="multipart/form-data")
+    assert response.status_code == 400
+    assert (
+        body_checks.FORM_HAS_FILE in markupsafe.Markup(response.get_data(as_text=True)).unescape()
+    )
     assert count_enquiries(app) == 0
 
 

@@ -10,6 +10,10 @@ FORM_NOT_UTF8 = (
     "The form could not be read: it contains characters that are not valid UTF-8. "
     "Please check what you typed, or paste it again as plain text, and send it again."
 )
+FORM_HAS_FILE = (
+    "The form could not be read: it contains a file, and this form takes text only. "
+    "Please send your message again without an attachment."
+)
 JSON_NOT_UTF8 = (
     "The request body must be a JSON object encoded as UTF-8; "
     "it contains bytes that are not valid UTF-8."
@@ -51,6 +55,9 @@ def check_body() -> None:
         # (Werkzeug would silently replace what is not).
         if not _is_utf8(request.get_data()):
             abort(400, description=FORM_NOT_UTF8)
+        # Every field is text: a file part in place of one (name, say) is refused, not read.
+        if request.files:
+            abort(400, description=FORM_HAS_FILE)
     elif request.is_json:
         data = request.get_data()
         # A NUL byte is valid UTF-8 but never part of UTF-8 JSON: it is UTF-16 or UTF-32 without

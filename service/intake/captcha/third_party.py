@@ -178,7 +178,12 @@ def verify(token: str | None) -> replay.Solution | None:
     if len(token) > TOKEN_MAX:
         logger.warning("%s captcha refused: the token is too long to be real", provider.name)
         return None
-    digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+    if not _is_text(token):
+        # JSON may carry a lone surrogate ("\ud800"): no widget makes one, and it cannot be
+        # sent on to the provider.
+        logger.warning("%s captcha refused: the token is not valid text", provider.name)
+        return None
+    digest = hashlib.sha256(token.encode("utf-8")).hexdigest()
     solution = replay.Solution(
         key=f"{provider.name}:{digest}", expires_at=datetime.now(UTC) + TOKEN_LIFETIME
     )
@@ -190,6 +195,14 @@ def verify(token: str | None) -> replay.Solution | None:
         logger.warning("%s captcha refused: %s", provider.name, reason)
         return None
     return solution
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _refusal(provider: Provider, token: str) -> str | None:
