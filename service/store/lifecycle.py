@@ -159,14 +159,10 @@ def renew(enquiries: Sequence[Enquiry], lease: timedelta) -> list[Enquiry]:
                 .returning(COLUMNS.id)
             )
         )
-    held = []
     for enquiry in enquiries:
-        if enquiry.id in renewed:
-            enquiry.lease_expires_at = until
-            held.append(enquiry)
-        else:
+        if enquiry.id not in renewed:
             _lost_claim(enquiry, RENEW)
-    return held
+    return [enquiry for enquiry in enquiries if enquiry.id in renewed]
 
 
 def _held_by(enquiry: Enquiry) -> ColumnElement[bool]:
