@@ -15,8 +15,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import update
 
 from service import create_app
-from service.store import lifecycle, queries
-from service.store.models import Enquiry
+from service.store import destination, lifecycle, queries
+from service.store.models import Destination, Enquiry
 from tests.conftest import VALID, solve_captcha
 from tests.smtp_server import SMTPTestServer
 
@@ -45,9 +45,26 @@ def change(app: Flask, enquiry_id: str, **values: Any) -> None:
 
 
 def make_due(app: Flask, *enquiry_ids: str) -> None:
-    """Skip the back-off wait: make the enquiries due now."""
+    """Skip the back-off wait: make the enquiries, and the SMTP server if backed off, due now."""
     for enquiry_id in enquiry_ids:
         change(app, enquiry_id, next_attempt_at=lifecycle.utcnow())
+    make_server_due(app)
+
+
+def make_server_due(app: Flask) -> None:
+    """End the SMTP server's back-off now (its failure count stays)."""
+    with app.app_context(), app.extensions["store"].sessions() as session, session.begin():
+        session.execute(
+            update(Destination)
+            .where(Destination.failures > 0)
+            .values(next_try_at=lifecycle.utcnow() - timedelta(seconds=1))
+        )
+
+
+def smtp_health(app: Flask) -> destination.Health:
+    """The SMTP server's health as the workers recorded it."""
+    with app.app_context():
+        return destination.health()
 
 
 def counts(app: Flask) -> dict[str, int]:

@@ -57,6 +57,7 @@ def test_status_of_an_empty_outbox(runner: FlaskCliRunner) -> None:
         "sending  0",
         "sent     0",
         "failed   0",
+        "refused  0",
         "oldest pending: none",
     ]
 
@@ -154,7 +155,7 @@ def test_retry_requeues_only_dead_letters(
 def test_retry_without_ids_is_a_usage_error(runner: FlaskCliRunner) -> None:
     result = invoke(runner, "outbox", "retry")
     assert result.exit_code == 2
-    assert "Name enquiry ids, or pass --all-failed." in result.output
+    assert "Name enquiry ids, or pass --all-failed or --all-refused." in result.output
 
 
 def test_retry_all_failed_requeues_every_dead_letter(
@@ -307,8 +308,10 @@ def test_work_once_with_the_server_down_leaves_enquiries_queued(
     smtp_server.refuse()
     result = invoke(runner, "outbox", "work", "--once")
     assert (result.exit_code, result.stdout) == (0, "Delivered 0 enquiries.\n")
-    assert "not delivered (attempt 1): ConnectionRefusedError" in result.stderr
-    assert load(app, enquiry_id).status == "pending"
+    assert "SMTP delivery paused: SMTP server" in result.stderr
+    assert "refused the connection" in result.stderr
+    enquiry = load(app, enquiry_id)
+    assert (enquiry.status, enquiry.attempts) == ("pending", 0), "not tried: the server was down"
 
 
 # --- send-test-email ----------------------------------------------------------------------------
@@ -344,13 +347,26 @@ def test_send_test_email_reaches_the_server(
 @pytest.mark.parametrize(
     ("setup", "report"),
     [
-        ("refused", "Sending failed (temporary): ConnectionRefusedError"),
-        ("hang", "Sending failed (temporary): timed out"),
-        ("auth_535", "Sending failed (permanent): SMTP 535 at AUTH"),
+        (
+            "refused",
+            "Sending failed (temporary): SMTP server {where} refused the connection: check "
+            "MAIL_SERVER and MAIL_PORT, and that it is running",
+        ),
+        (
+            "hang",
+            "Sending failed (temporary): SMTP server {where} did not answer within MAIL_TIMEOUT "
+            "at connect: check MAIL_SERVER, MAIL_PORT and MAIL_USE_SSL",
+        ),
+        (
+            "auth_535",
+            "Sending failed (permanent): SMTP login refused (535): check MAIL_USERNAME and "
+            "MAIL_PASSWORD",
+        ),
         ("rcpt_550", "Sending failed (permanent): SMTP 550 at RCPT"),
         (
             "untrusted",
-            "Sending failed (temporary): TLS certificate rejected: self-signed certificate",
+            "Sending failed (temporary): TLS certificate rejected: self-signed certificate: "
+            "check MAIL_TLS_CA_FILE",
         ),
     ],
 )
@@ -376,7 +392,8 @@ def test_send_test_email_reports_what_failed(
     assert result.stdout.splitlines() == [
         f"Connecting to {server.host}:{server.port} (TLS: {tls}, login: {login}, timeout 0.5s)"
     ]
-    assert result.stderr == f"Error: {report}\n"
+    where = f"{server.host}:{server.port}"
+    assert result.stderr == f"Error: {report.format(where=where)}\n"
     assert "wrong-pw" not in result.output
     assert server.messages == []
 
@@ -387,12 +404,12 @@ def test_send_test_email_reports_what_failed(
 def test_db_commands_create_and_report_the_schema(make_app: AppFactory) -> None:
     app = make_app(AUTO_MIGRATE=False)
     runner = app.test_cli_runner()
-    assert invoke(runner, "db", "current").stdout == "current: None  head: 0001\n"
+    assert invoke(runner, "db", "current").stdout == "current: None  head: 0002\n"
     assert app.test_client().get("/readyz").status_code == 503, "no tables yet"
 
     result = invoke(runner, "db", "upgrade")
-    assert (result.exit_code, result.stdout) == (0, "Store is at revision 0001.\n")
-    assert invoke(runner, "db", "current").stdout == "current: 0001  head: 0001\n"
-    assert invoke(runner, "db", "upgrade").stdout == "Store is at revision 0001.\n", "idempotent"
+    assert (result.exit_code, result.stdout) == (0, "Store is at revision 0002.\n")
+    assert invoke(runner, "db", "current").stdout == "current: 0002  head: 0002\n"
+    assert invoke(runner, "db", "upgrade").stdout == "Store is at revision 0002.\n", "idempotent"
     assert invoke(runner, "outbox", "status").exit_code == 0
     assert app.test_client().get("/readyz").get_json()["status"] == "ok"

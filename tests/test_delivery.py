@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from flask import Flask
 from flask.testing import FlaskClient
 
-from service.store import lifecycle, queries
+from service.store import queries
 from service.store.models import Enquiry
 from tests.conftest import deliver_all
 from tests.smtp_server import SMTPTestServer
-from tests.support import enqueue
+from tests.support import enqueue, make_due
 
 
 def test_email_reaches_the_inbox_with_the_right_headers(
@@ -88,11 +88,7 @@ def test_smtp_down_at_submission_then_up_delivers_exactly_one(
     with app.app_context():
         assert queries.status().counts["pending"] == 1
     smtp_server.restore()
-    with app.app_context(), app.extensions["store"].sessions() as session:
-        session.get(
-            Enquiry, enquiry_id
-        ).next_attempt_at = lifecycle.utcnow()  # skip the back-off wait
-        session.commit()
+    make_due(app, enquiry_id)  # skip the back-off wait
     assert deliver_all(app) == 1
     assert deliver_all(app) == 0
     assert len(smtp_server.wait_for(1)) == 1

@@ -28,13 +28,18 @@ def send_test_email(address: str) -> None:
         body="This is a test from the contact-form service. If you can read it, SMTP works.",
     )
     try:
-        connection = smtp.connect()
+        session = smtp.open_session()
         try:
-            connection.send(message)
+            sent = session.send(message, [address])
         finally:
-            connection.close()
-    except Exception as error:
-        failure = smtp.classify(error)
-        kind = "permanent" if failure.permanent else "temporary"
-        raise click.ClickException(f"Sending failed ({kind}): {failure.reason}") from None
+            session.close()
+    except smtp.StepFailed as error:
+        _fail(error.failure)
+    for failure in sent.refused.values():
+        _fail(failure)
     click.echo(f"Sent. The server accepted the test email for {address}.")
+
+
+def _fail(failure: smtp.Failure) -> None:
+    kind = "permanent" if failure.permanent else "temporary"
+    raise click.ClickException(f"Sending failed ({kind}): {failure.reason}")

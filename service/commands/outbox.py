@@ -51,17 +51,37 @@ def status_command() -> None:
     state = queries.status()
     for name in STATES:
         click.echo(f"{name:<8} {state.counts[name]}")
+    click.echo(f"{queries.REFUSED:<8} {state.refused}")
     if state.oldest_pending_seconds is None:
         click.echo("oldest pending: none")
     else:
         click.echo(f"oldest pending: {_duration(state.oldest_pending_seconds)} old")
+    smtp = state.smtp
+    if smtp.failures:
+        next_try = smtp.next_try_at.isoformat(timespec="seconds") if smtp.next_try_at else "now"
+        click.echo(
+            f"SMTP server failing ({smtp.failures} tries in a row) since "
+            f"{smtp.failing_since:%Y-%m-%d %H:%M}Z: {smtp.reason}; next try at {next_try}"
+        )
+    needs_a_person = False
     if state.counts["failed"]:
         click.echo("Dead letters need a person: `flask outbox list --state failed`.", err=True)
+        needs_a_person = True
+    if state.refused:
+        click.echo(
+            "Some inboxes refused enquiries the others received: "
+            "`flask outbox list --state refused`.",
+            err=True,
+        )
+        needs_a_person = True
+    if needs_a_person or smtp.failures:
         sys.exit(1)
 
 
 @outbox_cli.command("list")
-@click.option("--state", type=click.Choice(STATES), default="failed", show_default=True)
+@click.option(
+    "--state", type=click.Choice([*STATES, queries.REFUSED]), default="failed", show_default=True
+)
 @click.option("--limit", default=50, show_default=True)
 def list_command(state: str, limit: int) -> None:
     """List enquiries in one state: id, times, attempts and last error, no personal data."""
@@ -71,8 +91,16 @@ def list_command(state: str, limit: int) -> None:
     for row in rows:
         click.echo(
             f"{row.id}  received {row.created_at:%Y-%m-%d %H:%M}Z  attempts {row.attempts}"
-            f"  last error: {row.last_error or '-'}"
+            f"  last error: {row.last_error or '-'}{_refusals(row)}"
         )
+
+
+def _refusals(row: Enquiry) -> str:
+    # A dead letter's refusals are its last error; a delivered enquiry's are news.
+    refused = row.inboxes_refused()
+    if not refused or row.status != lifecycle.SENT:
+        return ""
+    return "  refused by: " + "; ".join(f"{inbox} ({why})" for inbox, why in refused.items())
 
 
 @outbox_cli.command("show")
@@ -89,11 +117,18 @@ def show_command(enquiry_id: str) -> None:
 @outbox_cli.command("retry")
 @click.argument("enquiry_ids", nargs=-1)
 @click.option("--all-failed", is_flag=True, help="Queue every dead letter again.")
-def retry_command(enquiry_ids: tuple[str, ...], all_failed: bool) -> None:
-    """Queue failed enquiries for delivery again."""
-    if not enquiry_ids and not all_failed:
-        raise click.UsageError("Name enquiry ids, or pass --all-failed.")
-    count = lifecycle.requeue(None if all_failed else list(enquiry_ids))
+@click.option(
+    "--all-refused", is_flag=True, help="Send again to the inboxes that refused an enquiry."
+)
+def retry_command(enquiry_ids: tuple[str, ...], all_failed: bool, all_refused: bool) -> None:
+    """Queue dead letters, or enquiries some inbox refused, for delivery again."""
+    if not enquiry_ids and not all_failed and not all_refused:
+        raise click.UsageError("Name enquiry ids, or pass --all-failed or --all-refused.")
+    if enquiry_ids:
+        count = lifecycle.requeue(list(enquiry_ids))
+    else:
+        count = lifecycle.requeue(refused=True) if all_refused else 0
+        count += lifecycle.requeue() if all_failed else 0
     click.echo(f"Queued {count} enquiries again.")
 
 

@@ -81,11 +81,13 @@ class Heartbeat:
                 self.held.pop(enquiry.id, None)
                 self.progress_at = time.monotonic()
 
-    def give_back(self, enquiries: list[Enquiry], at: datetime | None = None) -> None:
+    def give_back(
+        self, enquiries: list[Enquiry], at: datetime | None = None, error: str | None = None
+    ) -> None:
         """Release the enquiries still held, untried, due at `at` (now by default)."""
         with self.lock:
             held = [enquiry for enquiry in enquiries if enquiry.id in self.held]
-            lifecycle.release(held, at)
+            lifecycle.release(held, at, error)
             for enquiry in held:
                 self.held.pop(enquiry.id)
 

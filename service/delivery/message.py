@@ -13,7 +13,7 @@ from ..store.models import Enquiry
 from .mime import EnquiryMessage
 
 
-def recipients() -> list[str | tuple[str, str]]:
+def recipients() -> list[str]:
     """The clinic's inbox addresses, from CLINIC_INBOX."""
     inbox: str = current_app.config["CLINIC_INBOX"]
     return [address.strip() for address in inbox.split(",") if address.strip()]
@@ -33,7 +33,7 @@ def build_message(enquiry: Enquiry) -> Message:
     # configuration alone, whatever the visitor sent.
     message = EnquiryMessage(
         subject=f"New enquiry from {enquiry.name}",
-        recipients=recipients(),
+        recipients=list[str | tuple[str, str]](recipients()),
         sender=config["MAIL_DEFAULT_SENDER"],
         reply_to=(enquiry.name or "", ascii_email(enquiry.email or "")),
         body=render_template("email/enquiry.txt", **context),

@@ -1,17 +1,22 @@
-"""Delivering from the outbox: claim a batch, send it over one SMTP connection, record each."""
+"""Delivering from the outbox: claim a batch, send it over one SMTP connection, record each.
+
+A failure at connect, login or MAIL FROM pauses the whole queue (the server is down or
+misconfigured); a failure of one message backs off that message alone, and the rest of the
+batch goes on; an inbox that refuses is retried, or recorded, on its own.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from flask import current_app
-from flask_mail import BadHeaderError
+from flask_mail import BadHeaderError, Message
 
 from ..ops import metrics
 from ..ops.logs import frames
-from ..store import lifecycle
+from ..store import destination, lifecycle, queries
 from ..store.models import Enquiry
 from . import message, smtp
 from .heartbeat import Heartbeat
@@ -27,24 +32,42 @@ def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def has_work() -> bool:
+    """True if a worker could deliver something now: enquiries are due and no back-off lasts."""
+    if destination.health().waiting(lifecycle.utcnow()):
+        return False
+    return queries.claimable_count() > 0
+
+
 def deliver(worker_id: str, should_stop: Callable[[], bool] = lambda: False) -> int:
     """Claim one batch and deliver it over one SMTP connection; return how many were sent."""
     config = current_app.config
+    server = destination.health()
+    if server.waiting(lifecycle.utcnow()):
+        return 0  # the server is backed off as a whole: nothing is claimed, nobody logs in
     lease = timedelta(seconds=config["OUTBOX_LEASE_SECONDS"])
     batch = lifecycle.claim(worker_id, config["OUTBOX_BATCH_SIZE"], lease)
     if not batch:
+        return 0
+    if server.failures and not destination.take_turn(server, backoff(server.failures)):
+        lifecycle.release(batch)  # another worker is trying the server right now
         return 0
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     every = float(config["OUTBOX_HEARTBEAT_SECONDS"])
     # Every SMTP step is bounded by MAIL_TIMEOUT; a message that takes ten of them is stuck.
     stall_after = 10 * float(config["MAIL_TIMEOUT"])
     with Heartbeat(app, batch, lease, every, stall_after) as heartbeat:
-        return _send_batch(batch, heartbeat, should_stop)
+        return _send_batch(batch, heartbeat, should_stop, server)
 
 
-def _send_batch(batch: list[Enquiry], heartbeat: Heartbeat, should_stop: Callable[[], bool]) -> int:
+def _send_batch(
+    batch: list[Enquiry],
+    heartbeat: Heartbeat,
+    should_stop: Callable[[], bool],
+    server: destination.Health,
+) -> int:
     sent = 0
-    connection: smtp.SMTPConnection | None = None
+    session: smtp.Session | None = None
     try:
         for index, enquiry in enumerate(batch):
             # Renewals that keep failing (the store is unreachable) mean the leases may end
@@ -54,41 +77,154 @@ def _send_batch(batch: list[Enquiry], heartbeat: Heartbeat, should_stop: Callabl
                 break
             if not heartbeat.holds(enquiry):
                 continue  # another worker has it now
+            inboxes = _inboxes_waiting(enquiry)
             try:
-                if connection is None:
-                    connection = smtp.connect()
-                connection.send(message.build_message(enquiry))
-            except Exception as error:  # Every failure is recorded; none escapes the batch.
-                failure = _failure_of(error, enquiry, connected=connection is not None)
+                email = _build(enquiry)
+            except Exception as error:  # The enquiry's own: it would fail on every retry.
                 with heartbeat.finishing(enquiry):
-                    retry_at = record_failure(enquiry, failure)
-                if connection is not None:
-                    connection.close()
-                    connection = None
-                if retry_at is not None:
-                    # The server is unwell: the rest of the batch waits with this one.
-                    heartbeat.give_back(batch[index + 1 :], at=retry_at)
-                    break
+                    record_failure(enquiry, _own_failure(error, enquiry))
                 continue
+            if not inboxes:  # every inbox has it, or refused it for good, already
+                with heartbeat.finishing(enquiry):
+                    sent += _record_sent(enquiry, smtp.Sent(()))
+                continue
+            try:
+                if session is None or not session.usable:
+                    if session is not None:
+                        session.close()
+                    session = smtp.open_session()
+                outcome = session.send(email, inboxes)
+            except smtp.StepFailed as error:
+                if error.failure.of_destination:
+                    _pause(error.failure, batch[index:], heartbeat)
+                    break
+                server = _recovered(server)
+                with heartbeat.finishing(enquiry):
+                    record_failure(enquiry, error.failure)
+                continue
+            server = _recovered(server)
             with heartbeat.finishing(enquiry):
-                delivered = lifecycle.mark_sent(enquiry)
-            if delivered:
-                metrics.count_delivery("sent")
-                logger.info("enquiry %s delivered (attempt %d)", enquiry.id, enquiry.attempts + 1)
-                sent += 1
+                if _record_sent(enquiry, outcome):
+                    sent += 1
     finally:
-        if connection is not None:
-            connection.close()
+        if session is not None:
+            session.close()
     return sent
 
 
-def record_failure(enquiry: Enquiry, failure: smtp.Failure) -> datetime | None:
+def _inboxes_waiting(enquiry: Enquiry) -> list[str]:
+    # An inbox that has the email, or refused it for good, is not sent it again.
+    done = {*enquiry.inboxes_delivered(), *enquiry.inboxes_refused()}
+    return [inbox for inbox in message.recipients() if inbox not in done]
+
+
+def _build(enquiry: Enquiry) -> Message:
+    email = message.build_message(enquiry)
+    if email.has_bad_headers():
+        raise BadHeaderError
+    return email
+
+
+def _own_failure(error: BaseException, enquiry: Enquiry) -> smtp.Failure:
+    if isinstance(error, BadHeaderError):
+        return smtp.Failure("build", True, "message has a bad header")
+    # A damaged record or a bug in building its email: the error's text may quote the visitor.
+    logger.error("unexpected error while delivering enquiry %s: %s", enquiry.id, frames(error))
+    return smtp.Failure("build", True, f"unexpected {type(error).__name__}")
+
+
+def _pause(failure: smtp.Failure, waiting: list[Enquiry], heartbeat: Heartbeat) -> None:
+    """Back the whole queue off: the server failed before any message could be its cause."""
+    health = destination.failed(failure.reason, backoff)
+    metrics.count_smtp_failure(failure.step)
+    until = health.next_try_at.isoformat(timespec="seconds") if health.next_try_at else "now"
+    if health.failures == 1:
+        logger.error(
+            "SMTP delivery paused: %s; the queue waits and the next try is at %s "
+            "(`flask outbox status`)",
+            failure.reason,
+            until,
+        )
+    else:
+        logger.warning(
+            "SMTP still failing (%d tries in a row): %s; next try at %s",
+            health.failures,
+            failure.reason,
+            until,
+        )
+    # No enquiry is to blame, so none is tried or made a dead letter for it; only the 5-day
+    # give-up still ends those that have waited that long.
+    now = lifecycle.utcnow()
+    give_up = timedelta(seconds=current_app.config["OUTBOX_GIVE_UP_SECONDS"])
+    held = [enquiry for enquiry in waiting if heartbeat.holds(enquiry)]
+    for enquiry in held:
+        if now - enquiry.queued_at >= give_up:
+            with heartbeat.finishing(enquiry):
+                record_failure(enquiry, failure)
+    heartbeat.give_back(held, at=health.next_try_at, error=failure.reason)
+
+
+def _recovered(server: destination.Health) -> destination.Health:
+    """Clear a back-off once the server takes a message again (MAIL FROM passed)."""
+    if server.failures and destination.recovered(server):
+        logger.warning(
+            "SMTP server accepts again after %d failed tries; delivering the queue",
+            server.failures,
+        )
+    return destination.Health()
+
+
+def _record_sent(enquiry: Enquiry, outcome: smtp.Sent) -> bool:
+    """Record a transaction's outcome per inbox; True if the enquiry is now delivered."""
+    delivered = sorted({*enquiry.inboxes_delivered(), *outcome.accepted})
+    refused = enquiry.inboxes_refused() | {
+        inbox: failure.reason for inbox, failure in outcome.refused.items() if failure.permanent
+    }
+    waiting = {inbox: f for inbox, f in outcome.refused.items() if not f.permanent}
+    if waiting or not delivered:
+        reasons = ", ".join(sorted({failure.reason for failure in outcome.refused.values()}))
+        if delivered:
+            total = len(delivered) + len(refused) + len(waiting)
+            reasons += f" for {len(refused) + len(waiting)} of {total} inboxes"
+        failure = smtp.Failure("RCPT", not waiting, reasons)
+        retry_at = record_failure(enquiry, failure, delivered, refused)
+        if retry_at is not None or not delivered:
+            return False
+        # Given up on the inboxes that kept refusing: the others have it; record them refused.
+        refused |= {inbox: f"gave up after retrying: {f.reason}" for inbox, f in waiting.items()}
+    if not lifecycle.mark_sent(enquiry, delivered, refused):
+        return False
+    metrics.count_delivery("sent")
+    logger.info("enquiry %s delivered (attempt %d)", enquiry.id, enquiry.attempts + 1)
+    if refused:
+        metrics.count_delivery("refused")
+        logger.error(
+            "enquiry %s delivered to %d of %d inboxes; refused for good by %s: forward it by "
+            "hand or fix the inbox and `flask outbox retry %s` (`flask outbox list --state "
+            "refused`)",
+            enquiry.id,
+            len(delivered),
+            len(delivered) + len(refused),
+            "; ".join(f"{inbox} ({reason})" for inbox, reason in sorted(refused.items())),
+            enquiry.id,
+        )
+    return True
+
+
+def record_failure(
+    enquiry: Enquiry,
+    failure: smtp.Failure,
+    delivered: Sequence[str] | None = None,
+    refused: Mapping[str, str] | None = None,
+) -> datetime | None:
     """Schedule a retry, or make the enquiry a dead letter; return the retry time, if any."""
     now = lifecycle.utcnow()
     give_up = timedelta(seconds=current_app.config["OUTBOX_GIVE_UP_SECONDS"])
     gave_up = not failure.permanent and now - enquiry.queued_at >= give_up
     if failure.permanent or gave_up:
-        if lifecycle.give_up(enquiry, failure.reason):
+        if delivered:
+            return None  # some inbox has it: the caller records it sent, with the refusals
+        if lifecycle.give_up(enquiry, failure.reason, refused):
             metrics.count_delivery("dead_letter")
             why = "permanent failure" if failure.permanent else "gave up after retrying"
             logger.error(
@@ -101,7 +237,7 @@ def record_failure(enquiry: Enquiry, failure: smtp.Failure) -> datetime | None:
             )
         return None
     retry_at = now + backoff(enquiry.attempts + 1)
-    if lifecycle.retry_later(enquiry, retry_at, failure.reason):
+    if lifecycle.retry_later(enquiry, retry_at, failure.reason, delivered, refused):
         metrics.count_delivery("retry")
         logger.warning(
             "enquiry %s not delivered (attempt %d): %s; next try at %s",
@@ -111,17 +247,3 @@ def record_failure(enquiry: Enquiry, failure: smtp.Failure) -> datetime | None:
             retry_at.isoformat(timespec="seconds"),
         )
     return retry_at
-
-
-def _failure_of(error: BaseException, enquiry: Enquiry, connected: bool) -> smtp.Failure:
-    if isinstance(error, BadHeaderError):
-        return smtp.Failure(True, "message has a bad header")
-    failure = smtp.classify(error)
-    if not failure.reason.startswith("unexpected"):
-        return failure
-    logger.error("unexpected error while delivering enquiry %s: %s", enquiry.id, frames(error))
-    if connected:
-        # Past connect(), the error is this enquiry's own (a damaged record, a bug in building
-        # its email): it would recur on every retry and hold back the rest of each batch.
-        return smtp.Failure(True, failure.reason)
-    return failure

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from flask import Flask
 
-from ..store import queries, used_captchas
+from ..store import used_captchas
 from . import outbox, retention
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class Worker:
             self.stopping.wait(QUIET_SECONDS)
 
     def _more_due(self) -> bool:
-        return queries.claimable_count() > 0
+        return outbox.has_work()
 
     def _housekeeping(self) -> None:
         # Once a day: the retention purge and the expired captcha records.

@@ -36,8 +36,15 @@ INVALID_FIELDS = Counter(
 )
 DELIVERIES = Counter(
     "contact_form_deliveries_total",
-    "Delivery attempts by outcome: sent, retry, dead_letter.",
+    "Delivery attempts by outcome: sent, retry, dead_letter, and refused (delivered, but "
+    "refused for good by some inbox).",
     ["outcome"],
+)
+SMTP_FAILURES = Counter(
+    "contact_form_smtp_failures_total",
+    "Tries of the SMTP server that failed before any message (connect, TLS, EHLO, STARTTLS, "
+    "AUTH, MAIL), each pausing the whole queue, by step.",
+    ["step"],
 )
 LOST_CLAIMS = Counter(
     "contact_form_lost_claims_total",
@@ -75,6 +82,11 @@ def count_invalid_fields(fields: list[str]) -> None:
 def count_delivery(outcome: str) -> None:
     """Record one delivery attempt's outcome."""
     DELIVERIES.labels(outcome=outcome).inc()
+
+
+def count_smtp_failure(step: str) -> None:
+    """Record a failure of the SMTP server itself, at one step."""
+    SMTP_FAILURES.labels(step=step).inc()
 
 
 def count_lost_claim(transition: str) -> None:

@@ -7,6 +7,11 @@ that writes its status, its lease or its attempt counter.
                         +-- retry_later ---+  (or release: given back, never tried)
                         |                  |
                         +----- requeue --- failed <--give_up--+
+                        +----- requeue --- sent, refused by some inbox
+
+A delivery may reach some of the clinic's inboxes and not others: the ones that accepted it
+are recorded (delivered_to) and never sent it again; the ones that refused it for good are
+recorded with the reason (refused_to) until `outbox retry` sends it to them again.
 
 An attempt is counted when it ends (mark_sent, retry_later, give_up): an enquiry that was
 claimed and given back, or whose worker died before it was tried, has not been tried.
@@ -19,6 +24,7 @@ worker's work: the change is refused, logged at WARNING and counted in /metrics.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -59,7 +65,7 @@ MARK_SENT = Transition("mark_sent", (SENDING,), SENT)
 RETRY_LATER = Transition("retry_later", (SENDING,), PENDING)
 GIVE_UP = Transition("give_up", (SENDING,), FAILED)
 RELEASE = Transition("release", (SENDING,), PENDING)
-REQUEUE = Transition("requeue", (FAILED,), PENDING)
+REQUEUE = Transition("requeue", (FAILED, SENT), PENDING)
 # Retention: the personal data goes, the record of the delivery stays.
 ERASE = Transition("erase", (SENT,), SENT)
 TRANSITIONS = (QUEUE, CLAIM, RENEW, MARK_SENT, RETRY_LATER, GIVE_UP, RELEASE, REQUEUE, ERASE)
@@ -199,32 +205,70 @@ def _lost_claim(enquiry: Enquiry, transition: Transition) -> None:
     )
 
 
-def mark_sent(enquiry: Enquiry) -> bool:
+def _inboxes(delivered: Sequence[str] | None, refused: Mapping[str, str] | None) -> dict[str, Any]:
+    # Only what the caller gives changes: None keeps what is stored.
+    values: dict[str, Any] = {}
+    if delivered is not None:
+        values["delivered_to"] = json.dumps(sorted(delivered)) if delivered else None
+    if refused is not None:
+        values["refused_to"] = json.dumps(dict(sorted(refused.items()))) if refused else None
+    return values
+
+
+def mark_sent(
+    enquiry: Enquiry,
+    delivered: Sequence[str] | None = None,
+    refused: Mapping[str, str] | None = None,
+) -> bool:
     """Record that the SMTP server accepted the enquiry's email; False if the claim was lost."""
     return _end_attempt(
-        enquiry, MARK_SENT, sent_at=utcnow(), lease_expires_at=None, last_error=None
+        enquiry,
+        MARK_SENT,
+        sent_at=utcnow(),
+        lease_expires_at=None,
+        last_error=None,
+        **_inboxes(delivered, refused),
     )
 
 
-def retry_later(enquiry: Enquiry, at: datetime, error: str) -> bool:
+def retry_later(
+    enquiry: Enquiry,
+    at: datetime,
+    error: str,
+    delivered: Sequence[str] | None = None,
+    refused: Mapping[str, str] | None = None,
+) -> bool:
     """Put a claimed enquiry back in the queue, due at `at`; False if the claim was lost."""
     return _end_attempt(
-        enquiry, RETRY_LATER, next_attempt_at=at, lease_expires_at=None, last_error=error[:500]
+        enquiry,
+        RETRY_LATER,
+        next_attempt_at=at,
+        lease_expires_at=None,
+        last_error=error[:500],
+        **_inboxes(delivered, refused),
     )
 
 
-def give_up(enquiry: Enquiry, error: str) -> bool:
+def give_up(enquiry: Enquiry, error: str, refused: Mapping[str, str] | None = None) -> bool:
     """Make a claimed enquiry a dead letter; False if the claim was lost."""
     return _end_attempt(
-        enquiry, GIVE_UP, failed_at=utcnow(), lease_expires_at=None, last_error=error[:500]
+        enquiry,
+        GIVE_UP,
+        failed_at=utcnow(),
+        lease_expires_at=None,
+        last_error=error[:500],
+        **_inboxes(None, refused),
     )
 
 
-def release(enquiries: Sequence[Enquiry], at: datetime | None = None) -> int:
-    """Give claims back unattempted, due at `at` (now by default); return how many were."""
+def release(
+    enquiries: Sequence[Enquiry], at: datetime | None = None, error: str | None = None
+) -> int:
+    """Give claims back untried, due at `at` (now by default), saying why if given; count them."""
     if not enquiries:
         return 0
     when = at or utcnow()
+    why = {"last_error": error[:500]} if error else {}
     released = 0
     with store.writing() as connection:
         for enquiry in enquiries:
@@ -235,6 +279,7 @@ def release(enquiries: Sequence[Enquiry], at: datetime | None = None) -> int:
                     status=RELEASE.target,
                     lease_expires_at=None,
                     next_attempt_at=when,
+                    **why,
                 )
             )
             if result.rowcount == 1:
@@ -244,18 +289,35 @@ def release(enquiries: Sequence[Enquiry], at: datetime | None = None) -> int:
     return released
 
 
-def requeue(enquiry_ids: Sequence[str] | None = None) -> int:
-    """Put dead letters (all, or the given ids) back in the queue; return how many."""
+def refused_somewhere() -> ColumnElement[bool]:
+    """Delivered, but refused for good by some inbox, and not yet erased."""
+    return and_(
+        COLUMNS.status == SENT, COLUMNS.refused_to.is_not(None), COLUMNS.purged_at.is_(None)
+    )
+
+
+def requeue(enquiry_ids: Sequence[str] | None = None, refused: bool = False) -> int:
+    """Queue dead letters again (all, or the given ids), or with `refused` the enquiries an
+    inbox refused, for those inboxes only; return how many."""
     now = utcnow()
-    condition = COLUMNS.status == FAILED
+    condition = refused_somewhere() if refused else COLUMNS.status == FAILED
     if enquiry_ids is not None:
-        condition = and_(condition, COLUMNS.id.in_(enquiry_ids))
+        condition = and_(
+            or_(COLUMNS.status == FAILED, refused_somewhere()), COLUMNS.id.in_(enquiry_ids)
+        )
     with store.writing() as connection:
-        # A dead letter queued again gets a fresh give-up window, counted from now.
+        # A dead letter queued again gets a fresh give-up window, counted from now; the inboxes
+        # that have it already stay in delivered_to and do not get it twice.
         result = connection.execute(
             update(TABLE)
             .where(condition)
-            .values(status=REQUEUE.target, next_attempt_at=now, queued_at=now, failed_at=None)
+            .values(
+                status=REQUEUE.target,
+                next_attempt_at=now,
+                queued_at=now,
+                failed_at=None,
+                refused_to=None,
+            )
         )
     return result.rowcount
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,11 +64,38 @@ class Enquiry(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(100))
     # What went wrong last, without personal data: an SMTP code and reply, or an error class.
     last_error: Mapped[str | None] = mapped_column(String(500))
+    # The clinic inboxes (not the patient's) that accepted the email, and those that refused it
+    # for good with the reason: JSON, written by the lifecycle module. A retry goes only to the
+    # inboxes in neither.
+    delivered_to: Mapped[str | None] = mapped_column(Text)
+    refused_to: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index("ix_enquiries_status_next_attempt", "status", "next_attempt_at"),)
+
+    def inboxes_delivered(self) -> list[str]:
+        """The inboxes that have accepted this enquiry's email."""
+        return list(json.loads(self.delivered_to)) if self.delivered_to else []
+
+    def inboxes_refused(self) -> dict[str, str]:
+        """The inboxes that refused it for good, each with the reason."""
+        return dict(json.loads(self.refused_to)) if self.refused_to else {}
+
+
+class Destination(Base):
+    """The SMTP server's health as the workers found it: backed off as a whole while it fails."""
+
+    __tablename__ = "destinations"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # Failures in a row at connect, login or MAIL FROM; 0 while the server accepts.
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str | None] = mapped_column(String(500))
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # No worker connects before then: one login per back-off period, whatever the workers.
+    next_try_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class UsedCaptcha(Base):

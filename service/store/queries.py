@@ -7,17 +7,23 @@ from datetime import UTC
 
 from sqlalchemy import func, select
 
+from . import destination
 from .engine import store
-from .lifecycle import PENDING, SENDING, STATES, due, utcnow
+from .lifecycle import PENDING, SENDING, STATES, due, refused_somewhere, utcnow
 from .models import Enquiry
+
+# Not a state: delivered enquiries that some inbox refused for good, shown beside the states.
+REFUSED = "refused"
 
 
 @dataclass(frozen=True)
 class Status:
-    """Counts per state and the age of the oldest pending enquiry."""
+    """Counts per state, the age of the oldest pending enquiry, and the SMTP server's health."""
 
     counts: dict[str, int]
     oldest_pending_seconds: float | None
+    refused: int = 0
+    smtp: destination.Health = destination.Health()
 
 
 def status() -> Status:
@@ -30,10 +36,11 @@ def status() -> Status:
             # starts afresh.
             select(func.min(Enquiry.queued_at)).where(Enquiry.status.in_((PENDING, SENDING)))
         )
+        refused = session.scalar(select(func.count()).where(refused_somewhere())) or 0
     if oldest is not None and oldest.tzinfo is None:  # func.min bypasses the column type.
         oldest = oldest.replace(tzinfo=UTC)
     age = (utcnow() - oldest).total_seconds() if oldest is not None else None
-    return Status(counts=counts, oldest_pending_seconds=age)
+    return Status(counts, age, refused, destination.health())
 
 
 def claimable_count() -> int:
@@ -55,9 +62,8 @@ def by_idempotency_key(key: str) -> Enquiry | None:
 
 
 def in_state(state: str, limit: int) -> list[Enquiry]:
-    """The oldest `limit` enquiries in one state."""
+    """The oldest `limit` enquiries in one state (or REFUSED by some inbox)."""
+    condition = refused_somewhere() if state == REFUSED else Enquiry.status == state
     with store.session() as session:
-        query = (
-            select(Enquiry).where(Enquiry.status == state).order_by(Enquiry.created_at).limit(limit)
-        )
+        query = select(Enquiry).where(condition).order_by(Enquiry.created_at).limit(limit)
         return list(session.scalars(query))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, current_app
@@ -41,6 +42,24 @@ def readyz() -> tuple[dict[str, Any], int]:
         "status": "degraded" if state.counts["failed"] else "ok",
         "outbox": state.counts,
     }
+    reasons = []
+    if state.smtp.failures:
+        # Enquiries are still taken and kept: the web tier is ready, delivery is not.
+        reasons.append(f"delivery paused: {state.smtp.reason}")
+        body["smtp"] = {
+            "failures": state.smtp.failures,
+            "failing_since": _iso(state.smtp.failing_since),
+            "next_try_at": _iso(state.smtp.next_try_at),
+        }
+    if state.refused:
+        body["refused"] = state.refused
+        reasons.append(
+            f"{state.refused} enquiries were refused by some inbox "
+            "(`flask --app wsgi outbox list --state refused`)"
+        )
+    if reasons:
+        body["status"] = "degraded"
+        body["reason"] = "; ".join(reasons)
     waited = state.oldest_pending_seconds
     if waited is not None:
         body["oldest_pending_seconds"] = round(waited)
@@ -55,6 +74,10 @@ def readyz() -> tuple[dict[str, Any], int]:
                 body,
             )
     return body, 200
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="seconds") if moment else None
 
 
 def unready(
