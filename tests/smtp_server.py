@@ -13,6 +13,7 @@ import ssl
 import subprocess
 import tempfile
 import threading
+import time
 from asyncio import sslproto
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ FAULTS = frozenset(
         "data_451_quoting",
         "data_550_quoting",
         "auth_535",
+        "mail_451",
+        "mail_550",
         "hang",
         "drop_after_data",
         "hang_after_data",
@@ -209,6 +212,10 @@ class _Handler:
         """Require authentication here: aiosmtpd's auth_required warns when TLS is not required."""
         if self._server.auth is not None and not session.authenticated:
             return "530 5.7.0 Authentication required"
+        if self._server.fault == "mail_451":
+            return "451 4.3.2 Sender temporarily rejected"
+        if self._server.fault == "mail_550":
+            return "550 5.7.1 Sender not allowed"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 OK"
@@ -223,6 +230,9 @@ class _Handler:
     ) -> str:
         """Refuse recipients in the rcpt_* modes."""
         fault = self._server.fault
+        refusal = self._server.refuse_recipients.get(address)
+        if refusal is not None:
+            return refusal
         if fault == "rcpt_452":
             return "452 4.2.2 Mailbox full"
         if fault == "rcpt_550":
@@ -234,6 +244,17 @@ class _Handler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         """Record the message unless a fault rejects or stalls it; drop, hang or hold the reply."""
         fault = self._server.fault
+        parsed = email.message_from_bytes(
+            envelope.original_content or b"", policy=email.policy.default
+        )
+        refusal = self._server.refuse_messages.get(str(parsed.get("X-Enquiry-ID", "")))
+        if refusal == "drop":  # received, then the connection closes with no reply
+            self._server._record(envelope)
+            if server.transport is not None:
+                server.transport.close()
+            await asyncio.get_running_loop().create_future()
+        if refusal is not None:
+            return refusal
         if fault == "data_451":
             return "451 4.3.0 Temporary failure"
         if fault == "data_554":
@@ -275,6 +296,12 @@ class _Handler:
     ) -> AuthResult:
         """Check LOGIN/PLAIN credentials; failure makes aiosmtpd answer 535 5.7.8."""
         expected = self._server.auth
+        # One login per connection, however many mechanisms the client tries (smtplib tries
+        # each one the server offers).
+        if not getattr(session, "tried_login", False):
+            session.tried_login = True  # type: ignore[attr-defined]
+            self._server.logins += 1
+            self._server.login_times.append(time.monotonic())
         ok = (
             self._server.fault != "auth_535"
             and expected is not None
@@ -299,6 +326,7 @@ class _Connection(asyncio.Protocol):
         """Pick the behaviour for this connection from the fault set right now."""
         server = self._server
         server._track(cast(asyncio.Transport, transport))
+        server.connections += 1
         fault = server.fault
         if fault == "hang":
             return  # keep the socket open and silent (no TLS handshake either); stop() aborts it
@@ -345,6 +373,14 @@ class SMTPTestServer:
             self._ssl_context.load_cert_chain(self.cert_path, key_path)
         self.messages: list[ReceivedMessage] = []
         self.stalled: list[ReceivedMessage] = []  # read in hang_in_data mode, never acknowledged
+        self.connections = 0  # TCP connections accepted
+        self.logins = 0  # connections that tried to log in, successfully or not
+        self.login_times: list[float] = []  # time.monotonic() of each of those
+        # Replies that refuse one recipient at RCPT (address -> reply), or one message after
+        # DATA (its X-Enquiry-ID -> reply, or "drop" to close the connection instead of
+        # replying), whatever the fault mode.
+        self.refuse_recipients: dict[str, str] = {}
+        self.refuse_messages: dict[str, str] = {}
         self._fault: str | None = None
         self._received = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -403,6 +439,8 @@ class SMTPTestServer:
         """Clear the fault and listen again on the same port if refuse() stopped listening."""
         self._require_started()
         self.fault = None
+        self.refuse_recipients.clear()
+        self.refuse_messages.clear()
         if self._listener is None:
             self._call(self._listen())
 

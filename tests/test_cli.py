@@ -8,11 +8,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from alembic import command
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
+from sqlalchemy import text
 
 from service import create_app
-from service.store import lifecycle
+from service.store import lifecycle, schema
 from tests.conftest import VALID, deliver_all
 from tests.smtp_server import SMTPTestServer
 from tests.support import (
@@ -23,6 +25,7 @@ from tests.support import (
     enqueue,
     load,
     personal_data_in,
+    smtp_health,
 )
 
 TEST_ADDRESS = "ops@clinic.example"
@@ -413,3 +416,34 @@ def test_db_commands_create_and_report_the_schema(make_app: AppFactory) -> None:
     assert invoke(runner, "db", "upgrade").stdout == "Store is at revision 0002.\n", "idempotent"
     assert invoke(runner, "outbox", "status").exit_code == 0
     assert app.test_client().get("/readyz").get_json()["status"] == "ok"
+
+
+def test_upgrading_a_store_of_the_first_version_keeps_its_queue_deliverable(
+    make_app: AppFactory, smtp_server: SMTPTestServer
+) -> None:
+    app = make_app(AUTO_MIGRATE=False)
+    engine = app.extensions["store"].engine
+    schema.upgrade(engine, "0001")
+    now = lifecycle.utcnow().replace(tzinfo=None)
+    with engine.begin() as connection:  # an enquiry queued by the first version
+        connection.execute(
+            text(
+                "INSERT INTO enquiries (id, created_at, name, email, phone, message, message_id,"
+                " status, queued_at, attempts, next_attempt_at) VALUES ('a' || :n, :now, 'Jane',"
+                " 'jane@example.com', '+61412345678', 'Hello', '<x@clinic.example>', 'pending',"
+                " :now, 0, :now)"
+            ),
+            {"n": "1" * 31, "now": now},
+        )
+    assert app.test_client().get("/readyz").status_code == 503, "the schema is behind"
+
+    assert invoke(app.test_cli_runner(), "db", "upgrade").stdout == "Store is at revision 0002.\n"
+    assert deliver_all(app) == 1
+    [mail] = smtp_server.messages
+    assert mail.rcpt_tos == ["front-desk@clinic.example"]
+    assert smtp_health(app).failures == 0
+    assert app.test_client().get("/readyz").get_json()["status"] == "ok"
+    command.downgrade(schema.alembic_config(engine), "0001")  # as a rollback of the code would
+    assert schema.current_revision(engine) == "0001"
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM enquiries")).scalar() == 1

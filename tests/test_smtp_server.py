@@ -105,6 +105,40 @@ def test_data_faults(server: SMTPTestServer, fault: str, code: int, text: bytes)
     assert server.messages == []
 
 
+@pytest.mark.parametrize(
+    ("fault", "code"), [("mail_451", 451), ("mail_550", 550)], ids=["mail_451", "mail_550"]
+)
+def test_mail_from_faults(server: SMTPTestServer, fault: str, code: int) -> None:
+    server.fault = fault
+    with client(server) as smtp, pytest.raises(smtplib.SMTPSenderRefused) as info:
+        smtp.send_message(make_message())
+    assert info.value.smtp_code == code
+    assert server.messages == []
+
+
+def test_one_recipient_refused_the_other_receives(server: SMTPTestServer) -> None:
+    server.refuse_recipients["cc@example.com"] = "550 5.1.1 No such mailbox"
+    with client(server) as smtp:
+        refused = smtp.send_message(make_message(), to_addrs=[RECIPIENT, "cc@example.com"])
+    assert refused == {"cc@example.com": (550, b"5.1.1 No such mailbox")}
+    [received] = server.wait_for(1)
+    assert received.rcpt_tos == [RECIPIENT]
+
+
+def test_one_message_refused_by_its_enquiry_id(server: SMTPTestServer) -> None:
+    server.refuse_messages["bad"] = "451 4.7.1 Content scan failed"
+    chosen, other = make_message("chosen"), make_message("other")
+    chosen["X-Enquiry-ID"], other["X-Enquiry-ID"] = "bad", "good"
+    with client(server) as smtp:
+        with pytest.raises(smtplib.SMTPDataError) as info:
+            smtp.send_message(chosen)
+        assert info.value.smtp_code == 451
+        smtp.send_message(other)  # the same connection carries the next message
+    assert [m.header("Subject") for m in server.wait_for(1)] == ["other"]
+    server.restore()
+    assert server.refuse_messages == {} and server.refuse_recipients == {}
+
+
 def test_fault_applies_to_next_command_on_open_connection(server: SMTPTestServer) -> None:
     with client(server) as smtp:
         smtp.send_message(make_message("first"))
@@ -229,6 +263,7 @@ def test_auth_535(auth: tuple[str, str] | None) -> None:
             smtp.login(*CREDENTIALS)
         assert info.value.smtp_code == 535
         assert info.value.smtp_error == b"5.7.8 Authentication credentials invalid"
+        assert server.logins == 1, "one login, though smtplib tried PLAIN and LOGIN"
 
 
 def test_starttls_self_signed_rejected_by_default_context() -> None:

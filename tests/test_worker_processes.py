@@ -338,3 +338,45 @@ def test_an_external_worker_serves_its_own_metrics_behind_the_token(
     assert get("/contact", "worker-token")[0] == 404, "the worker serves metrics, not the form"
     assert_clean_exit(workers, worker)
     assert_each_arrived_once(smtp_server, accepted)
+
+
+def test_a_refused_login_with_50_pending_logs_in_once_per_back_off_and_loses_nothing(
+    app: Flask, make_server: Callable[..., SMTPTestServer], workers: Workers
+) -> None:
+    server = make_server(auth=("user", "pw"))
+    server.fault = "auth_535"  # the password has expired, say
+    accepted = enqueue(app, 50)
+    settings = {
+        "MAIL_PORT": str(server.port),
+        "MAIL_USERNAME": "user",
+        "MAIL_PASSWORD": "pw",
+        "OUTBOX_RETRY_BASE_SECONDS": "1",
+        "OUTBOX_RETRY_MAX_SECONDS": "2",
+    }
+    workers.start(**settings), workers.start(**settings)  # two workers share one back-off
+    wait_until(lambda: server.logins >= 5, 30, workers.logs)
+
+    # Before anyone knows, each worker may meet the refusal once; from then on the whole queue
+    # waits min(2^(k-1), 2) seconds after the k-th: one login per period, 1, 2 and 2 s apart.
+    times = list(server.login_times)
+    first_outage = [moment for moment in times if moment - times[0] < 0.5]
+    assert len(first_outage) <= 2
+    later = times[len(first_outage) - 1 : len(first_outage) + 3]
+    gaps = [round(b - a, 2) for a, b in zip(later, later[1:], strict=False)]
+    assert len(gaps) == 3, gaps
+    assert all(gap >= wanted - 0.05 for gap, wanted in zip(gaps, [1, 2, 2], strict=True)), gaps
+    rows = stored(app).values()
+    assert {row.status for row in rows} <= {PENDING, SENDING}, "no dead letters"
+    assert all(row.attempts == 0 for row in rows), "no enquiry was to blame"
+    ready = app.test_client().get("/readyz").get_json()
+    assert ready["status"] == "degraded"
+    assert ready["reason"] == (
+        "delivery paused: SMTP login refused (535): check MAIL_USERNAME and MAIL_PASSWORD"
+    )
+    assert workers.logs().count("SMTP delivery paused") == 1, "one ERROR for the outage"
+
+    server.fault = None  # the operator renews the password at the provider
+    wait_all_sent(app, workers, 50, timeout=30)
+    assert_nothing_lost(app, accepted)
+    assert_each_arrived_once(server, accepted)
+    assert app.test_client().get("/readyz").get_json()["status"] == "ok"

@@ -96,7 +96,7 @@ def _send_batch(
                 outcome = session.send(email, inboxes)
             except smtp.StepFailed as error:
                 if error.failure.of_destination:
-                    _pause(error.failure, batch[index:], heartbeat)
+                    _pause(server, error.failure, batch[index:], heartbeat)
                     break
                 server = _recovered(server)
                 with heartbeat.finishing(enquiry):
@@ -133,19 +133,25 @@ def _own_failure(error: BaseException, enquiry: Enquiry) -> smtp.Failure:
     return smtp.Failure("build", True, f"unexpected {type(error).__name__}")
 
 
-def _pause(failure: smtp.Failure, waiting: list[Enquiry], heartbeat: Heartbeat) -> None:
+def _pause(
+    server: destination.Health,
+    failure: smtp.Failure,
+    waiting: list[Enquiry],
+    heartbeat: Heartbeat,
+) -> None:
     """Back the whole queue off: the server failed before any message could be its cause."""
-    health = destination.failed(failure.reason, backoff)
+    # Workers that met the outage at once count it, and report it, once.
+    health, counted = destination.failed(server, failure.reason, backoff)
     metrics.count_smtp_failure(failure.step)
     until = health.next_try_at.isoformat(timespec="seconds") if health.next_try_at else "now"
-    if health.failures == 1:
+    if counted and health.failures == 1:
         logger.error(
             "SMTP delivery paused: %s; the queue waits and the next try is at %s "
             "(`flask outbox status`)",
             failure.reason,
             until,
         )
-    else:
+    elif counted:
         logger.warning(
             "SMTP still failing (%d tries in a row): %s; next try at %s",
             health.failures,

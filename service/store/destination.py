@@ -62,24 +62,31 @@ def take_turn(seen: Health, hold: timedelta) -> bool:
     return result.rowcount == 1
 
 
-def failed(reason: str, backoff: Callable[[int], timedelta]) -> Health:
-    """Count one more failure in a row and back off for `backoff(failures)`; return the result."""
+def failed(seen: Health, reason: str, backoff: Callable[[int], timedelta]) -> tuple[Health, bool]:
+    """Count one more failure in a row and back off for `backoff(failures)`; return the health
+    now, and whether this call counted it.
+
+    Only if nobody recorded one since `seen`: workers that met the same outage at once (before
+    any of them knew of it) count it once.
+    """
     now = utcnow()
     with store.writing() as connection:
         row = connection.execute(
-            select(COLUMNS.failures, COLUMNS.failing_since)
+            select(COLUMNS.failures, COLUMNS.reason, COLUMNS.failing_since, COLUMNS.next_try_at)
             .where(COLUMNS.name == NAME)
             .with_for_update()
         ).first()
         if row is None:
             connection.execute(TABLE.insert().values(name=NAME, failures=0))
-            failures, since = 0, None
-        else:
-            failures, since = row.failures, row.failing_since
-        after = Health(failures + 1, reason[:500], since or now, now + backoff(failures + 1))
+        elif row.failures != seen.failures:
+            return Health(row.failures, row.reason, row.failing_since, row.next_try_at), False
+        since = row.failing_since if row is not None else None
+        after = Health(
+            seen.failures + 1, reason[:500], since or now, now + backoff(seen.failures + 1)
+        )
         connection.execute(
             update(TABLE)
-            .where(COLUMNS.name == NAME, COLUMNS.failures == failures)
+            .where(COLUMNS.name == NAME, COLUMNS.failures == seen.failures)
             .values(
                 failures=after.failures,
                 reason=after.reason,
@@ -87,7 +94,7 @@ def failed(reason: str, backoff: Callable[[int], timedelta]) -> Health:
                 next_try_at=after.next_try_at,
             )
         )
-    return after
+    return after, True
 
 
 def recovered(seen: Health) -> bool:
