@@ -109,6 +109,25 @@ SERVER_FAULTS = [
 ]
 
 
+def scrape(app: Flask) -> str:
+    """The app's /metrics, as a scraper with the token reads them."""
+    app.config["METRICS_TOKEN"] = "scrape-token"
+    response = app.test_client().get("/metrics", headers={"Authorization": "Bearer scrape-token"})
+    assert response.status_code == 200
+    return response.get_data(as_text=True)
+
+
+def health_step(case: ServerFault) -> str:
+    """The SMTP step at which the case fails."""
+    if case.wrong_password:
+        return "AUTH"
+    if case.fault and case.fault.startswith("mail_"):
+        return "MAIL"
+    if case.untrusted:
+        return "TLS"
+    return "greeting" if case.fault == "greeting_421" else "connect"
+
+
 @pytest.mark.parametrize("case", SERVER_FAULTS, ids=lambda case: case.name)
 def test_a_server_fault_pauses_the_queue_without_trying_or_giving_up_any_enquiry(
     case: ServerFault,
@@ -154,6 +173,9 @@ def test_a_server_fault_pauses_the_queue_without_trying_or_giving_up_any_enquiry
     assert status.exit_code == 1
     assert "SMTP server failing (1 tries in a row) since " in status.stdout
     assert reason in status.stdout
+    metrics = scrape(app)
+    assert "contact_form_smtp_failures_in_a_row 1.0" in metrics
+    assert f'contact_form_smtp_failures_total{{step="{health_step(case)}"}}' in metrics
 
     connections, logins = server.connections, server.logins
     for enquiry_id in ids:  # the enquiries are due, the server is not: nobody connects
@@ -573,6 +595,7 @@ def test_an_inbox_that_refuses_for_good_is_recorded_and_shown_and_the_other_has_
     assert f"{PHYSIO} (SMTP 550 at RCPT)" in error.getMessage()
     assert personal_data_in(caplog.text) == []
 
+    assert "contact_form_outbox_refused_enquiries 1.0" in scrape(app)
     status = runner.invoke(args=["outbox", "status"])
     assert status.exit_code == 1
     assert "refused  1" in status.stdout.splitlines()

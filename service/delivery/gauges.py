@@ -1,4 +1,4 @@
-"""The outbox's gauges for /metrics: depth per state and the oldest pending age, read per scrape."""
+"""The outbox's gauges for /metrics, read per scrape: depth, age, refusals, SMTP failures."""
 
 from __future__ import annotations
 
@@ -31,4 +31,15 @@ class OutboxGauges(Collector):
             "contact_form_outbox_oldest_pending_seconds",
             "Age of the oldest pending enquiry (0 when none waits).",
             value=state.oldest_pending_seconds or 0,
+        )
+        yield GaugeMetricFamily(
+            "contact_form_outbox_refused_enquiries",
+            "Delivered enquiries that some inbox refused for good, awaiting a person.",
+            value=state.refused,
+        )
+        yield GaugeMetricFamily(
+            "contact_form_smtp_failures_in_a_row",
+            "Failed tries of the SMTP server since it last accepted (0 while it works); the "
+            "whole queue is backed off while this is above 0.",
+            value=state.smtp.failures,
         )
