@@ -58,6 +58,8 @@ ENVIRONMENT_SETTINGS: dict[str, type] = {
     "OUTBOX_RETRY_MAX_SECONDS": int,
     "OUTBOX_GIVE_UP_SECONDS": int,
     "RETENTION_DAYS": int,
+    "HELD_RETENTION_DAYS": int,
+    "HELD_MAX": int,
     "LOG_LEVEL": str,
     "ALLOWED_ORIGINS": str,
     "THEME_FONT": str,
@@ -150,6 +152,10 @@ class Config:
     OUTBOX_RETRY_MAX_SECONDS = 3600
     OUTBOX_GIVE_UP_SECONDS = 5 * 24 * 3600
     RETENTION_DAYS = 30
+    # Submissions a spam trap caught are held for a person, erased after this many days; at
+    # most HELD_MAX are kept (the oldest go first), so a flood cannot fill the disk.
+    HELD_RETENTION_DAYS = 14
+    HELD_MAX = 1000
 
     LOG_LEVEL = "INFO"
     LOG_FORMAT = "json"  # or text

@@ -60,6 +60,9 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
     for name in ("OUTBOX_LEASE_SECONDS", "OUTBOX_HEARTBEAT_SECONDS", "DATABASE_TIMEOUT"):
         if not app.config[name] > 0:
             raise ConfigurationError(f"{name} must be a number of seconds above 0.")
+    for name in ("HELD_RETENTION_DAYS", "HELD_MAX"):
+        if not app.config[name] > 0:
+            raise ConfigurationError(f"{name} must be a whole number above 0.")
     captcha.check_config(app.config)
     check_timezone(app.config["CLINIC_TIMEZONE"])
     app.config["ALLOWED_ORIGINS"] = origins.parse(app.config["ALLOWED_ORIGINS"])

@@ -60,6 +60,7 @@ def test_status_of_an_empty_outbox(runner: FlaskCliRunner) -> None:
         "sending  0",
         "sent     0",
         "failed   0",
+        "held     0",
         "refused  0",
         "oldest pending: none",
     ]
@@ -73,11 +74,12 @@ def test_status_counts_each_state_and_fails_on_dead_letters(
     )
     result = invoke(runner, "outbox", "status")
     assert result.exit_code == 1, "a dead letter makes the status check fail"
-    assert result.stdout.splitlines()[:4] == [
+    assert result.stdout.splitlines()[:5] == [
         "pending  1",
         "sending  0",
         "sent     1",
         "failed   1",
+        "held     0",
     ]
     assert re.search(r"^oldest pending: 3m [5-9]s old$", result.stdout, re.MULTILINE)
     assert "flask outbox list --state failed" in result.stderr
@@ -149,7 +151,7 @@ def test_retry_requeues_only_dead_letters(
 
     result = invoke(runner, "outbox", "retry", one_of_each["failed"])
     assert (result.exit_code, result.stdout) == (0, "Queued 1 enquiries again.\n")
-    assert counts(app) == {"pending": 2, "sending": 0, "sent": 1, "failed": 0}
+    assert counts(app) == {"pending": 2, "sending": 0, "sent": 1, "failed": 0, "held": 0}
     assert invoke(runner, "outbox", "retry", "--all-failed").stdout == "Queued 0 enquiries again.\n"
     assert deliver_all(app) == 2
     assert len(smtp_server.messages) == 3
@@ -239,7 +241,7 @@ def test_purge_erases_personal_data_of_old_sent_enquiries_only(
     assert invoke(runner, "outbox", "purge", *args).stdout == (
         "Erased the personal data of 0 delivered enquiries.\n"
     )
-    assert counts(app) == {"pending": 1, "sending": 0, "sent": 2, "failed": 1}
+    assert counts(app) == {"pending": 1, "sending": 0, "sent": 2, "failed": 1, "held": 0}
     if erased:
         shown = invoke(runner, "outbox", "show", aged["old sent"]).stdout
         assert "name: None" in shown and personal_data_in(shown) == []
@@ -407,13 +409,13 @@ def test_send_test_email_reports_what_failed(
 def test_db_commands_create_and_report_the_schema(make_app: AppFactory) -> None:
     app = make_app(AUTO_MIGRATE=False)
     runner = app.test_cli_runner()
-    assert invoke(runner, "db", "current").stdout == "current: None  head: 0002\n"
+    assert invoke(runner, "db", "current").stdout == "current: None  head: 0003\n"
     assert app.test_client().get("/readyz").status_code == 503, "no tables yet"
 
     result = invoke(runner, "db", "upgrade")
-    assert (result.exit_code, result.stdout) == (0, "Store is at revision 0002.\n")
-    assert invoke(runner, "db", "current").stdout == "current: 0002  head: 0002\n"
-    assert invoke(runner, "db", "upgrade").stdout == "Store is at revision 0002.\n", "idempotent"
+    assert (result.exit_code, result.stdout) == (0, "Store is at revision 0003.\n")
+    assert invoke(runner, "db", "current").stdout == "current: 0003  head: 0003\n"
+    assert invoke(runner, "db", "upgrade").stdout == "Store is at revision 0003.\n", "idempotent"
     assert invoke(runner, "outbox", "status").exit_code == 0
     assert app.test_client().get("/readyz").get_json()["status"] == "ok"
 
@@ -437,7 +439,7 @@ def test_upgrading_a_store_of_the_first_version_keeps_its_queue_deliverable(
         )
     assert app.test_client().get("/readyz").status_code == 503, "the schema is behind"
 
-    assert invoke(app.test_cli_runner(), "db", "upgrade").stdout == "Store is at revision 0002.\n"
+    assert invoke(app.test_cli_runner(), "db", "upgrade").stdout == "Store is at revision 0003.\n"
     assert deliver_all(app) == 1
     [mail] = smtp_server.messages
     assert mail.rcpt_tos == ["front-desk@clinic.example"]

@@ -95,7 +95,13 @@ def test_smtp_down_at_submission_then_up_delivers_exactly_one(
     time.sleep(0.3)
     assert len(smtp_server.messages) == 1
     with app.app_context():
-        assert queries.status().counts == {"pending": 0, "sending": 0, "sent": 1, "failed": 0}
+        assert queries.status().counts == {
+            "pending": 0,
+            "sending": 0,
+            "sent": 1,
+            "failed": 0,
+            "held": 0,
+        }
 
 
 @contextlib.contextmanager

@@ -151,7 +151,7 @@ def test_only_a_delivered_enquiry_is_erased_by_retention(
 
 
 def test_the_lifecycle_names_every_state_and_transition() -> None:
-    assert lifecycle.STATES == ("pending", "sending", "sent", "failed")
+    assert lifecycle.STATES == ("pending", "sending", "sent", "failed", "held")
     targets = {transition.name: transition.target for transition in lifecycle.TRANSITIONS}
     assert targets == {
         "queue": "pending",
@@ -163,6 +163,9 @@ def test_the_lifecycle_names_every_state_and_transition() -> None:
         "release": "pending",
         "requeue": "pending",
         "erase": "sent",
+        "hold": "held",
+        "release_held": "pending",
+        "discard": "",  # the row is deleted
     }
     for transition in lifecycle.TRANSITIONS:
         assert set(transition.sources) <= set(lifecycle.STATES)

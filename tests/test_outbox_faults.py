@@ -37,7 +37,7 @@ from tests.support import (
     smtp_health,
 )
 
-NO_ENQUIRIES = {"pending": 0, "sending": 0, "sent": 0, "failed": 0}
+NO_ENQUIRIES = {"pending": 0, "sending": 0, "sent": 0, "failed": 0, "held": 0}
 FRONT_DESK = "front-desk@clinic.example"
 PHYSIO = "physio@clinic.example"
 

@@ -1,5 +1,6 @@
-"""Spam traps: a honeypot people never see and a minimum time to fill the form. A robot caught by
-either is thanked like a person, but nothing is stored or sent; it is counted and logged."""
+"""Spam traps: a honeypot people never see and a minimum time to fill the form. A submission
+caught by either is thanked like a person and held for a person to review, never sent on its
+own; it is counted and logged (which trap, never what was sent)."""
 
 from __future__ import annotations
 
@@ -54,9 +55,9 @@ def database_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'enquiries.sqlite3'}"
 
 
-def trapped(route: str) -> float:
-    """The count of trapped submissions on this route, as /metrics shows it."""
-    labels = {"route": route, "outcome": "trapped"}
+def caught(route: str, outcome: str) -> float:
+    """The count of held (or trapped and dropped) submissions on this route, as /metrics has it."""
+    labels = {"route": route, "outcome": outcome}
     return REGISTRY.get_sample_value("contact_form_submissions_total", labels) or 0.0
 
 
@@ -80,8 +81,11 @@ def assert_thanked(response: Any) -> None:
 
 def assert_trap_logged(caplog: pytest.LogCaptureFixture, route: str, trap: str) -> None:
     """One INFO line that names the trap, and no personal data anywhere in the log."""
-    lines = [r.getMessage() for r in records(caplog, logging.INFO, "service.intake.traps")]
-    assert lines == [f"submission on the {route} route trapped: {trap}; not stored"]
+    lines = [r.getMessage() for r in records(caplog, logging.INFO, "service.intake.accept")]
+    assert [line for line in lines if "trapped" in line] == [
+        f"submission on the {route} route trapped: {trap}"
+        + (" (`flask outbox held`)" if "held as" in trap else "")
+    ]
     assert personal_data_in(caplog.text) == [] and SPAM not in caplog.text
 
 
@@ -111,38 +115,63 @@ def test_the_honeypot_has_a_name_no_browser_autofills() -> None:
     assert not [word for word in AUTOFILL_WORDS if word in traps.HONEYPOT.lower()]
 
 
-def test_a_filled_honeypot_on_the_page_is_thanked_but_not_stored_or_sent(
+def held(app: Flask) -> list[Enquiry]:
+    """The held enquiries in the store, oldest first."""
+    with app.app_context(), app.extensions["store"].sessions() as session:
+        query = session.query(Enquiry).filter_by(status="held").order_by(Enquiry.created_at)
+        return list(query)
+
+
+def test_a_filled_honeypot_on_the_page_is_thanked_and_held_not_sent(
     app: Flask, client: FlaskClient, smtp_server: SMTPTestServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    before = trapped("page")
+    before = caught("page", "held")
     assert_thanked(form_post(client, **{traps.HONEYPOT: SPAM}))
-    assert stored(app) == 0
+    [enquiry] = held(app)
+    assert (enquiry.held_reason, enquiry.name, enquiry.attempts) == (
+        "honeypot filled",
+        VALID["name"],
+        0,
+    )
+    assert enquiry.idempotency_key is None, "a held post blocks no later one"
     assert deliver_all(app) == 0 and smtp_server.messages == []
-    assert trapped("page") == before + 1
-    assert_trap_logged(caplog, "page", "honeypot filled")
+    assert caught("page", "held") == before + 1
+    assert_trap_logged(caplog, "page", f"honeypot filled; held as enquiry {enquiry.id}")
 
 
-def test_a_filled_honeypot_on_the_api_gets_a_plausible_id_but_is_not_stored(
+def test_a_filled_honeypot_on_the_api_gets_its_held_id(
     app: Flask, client: FlaskClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    before = trapped("api")
+    before = caught("api", "held")
     body = {**VALID, "altcha": solve_captcha(client), traps.HONEYPOT: SPAM}
     first, second = (client.post("/api/enquiries", json=body) for _ in range(2))
     for response in (first, second):
         assert response.status_code == 202
         assert response.get_json()["status"] == "queued"
-        assert re.fullmatch(r"[0-9a-f]{32}", response.get_json()["id"])
-    assert first.get_json()["id"] != second.get_json()["id"]
+    assert [enquiry.id for enquiry in held(app)] == [
+        first.get_json()["id"],
+        second.get_json()["id"],
+    ]
+    assert stored(app) == 2 and caught("api", "held") == before + 2
+
+
+def test_a_trapped_post_too_invalid_to_deliver_is_thanked_and_not_kept(
+    app: Flask, client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = caught("page", "trapped")
+    assert_thanked(form_post(client, email="not an address", **{traps.HONEYPOT: SPAM}))
     assert stored(app) == 0
-    assert trapped("api") == before + 2
+    assert caught("page", "trapped") == before + 1
+    assert_trap_logged(caplog, "page", "honeypot filled; invalid, not stored")
 
 
 @pytest.mark.parametrize("value", [1, True, ["x"], {"url": SPAM}])
-def test_any_json_value_in_the_honeypot_springs_it(client: FlaskClient, value: Any) -> None:
-    before = trapped("api")
+def test_any_json_value_in_the_honeypot_springs_it(
+    app: Flask, client: FlaskClient, value: Any
+) -> None:
     body = {**VALID, "altcha": solve_captcha(client), traps.HONEYPOT: value}
     assert client.post("/api/enquiries", json=body).status_code == 202
-    assert trapped("api") == before + 1
+    assert len(held(app)) == 1
 
 
 @pytest.mark.parametrize("value", ["", "   "])
@@ -150,22 +179,54 @@ def test_an_empty_honeypot_springs_nothing(app: Flask, client: FlaskClient, valu
     assert_thanked(form_post(client, **{traps.HONEYPOT: value}))
     body = {**VALID, "altcha": solve_captcha(client), traps.HONEYPOT: value}
     assert client.post("/api/enquiries", json=body).status_code == 202
-    assert stored(app) == 2
+    assert stored(app) == 2 and held(app) == []
 
 
 # --- The minimum time to fill the form --------------------------------------------------------
 
 
-def test_a_form_sent_too_soon_is_thanked_but_not_stored(
+def test_a_form_sent_too_soon_is_thanked_and_held(
     make_app: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = make_app(FORM_MIN_FILL_SECONDS=30)
     client = app.test_client()
-    before = trapped("page")
+    before = caught("page", "held")
     assert_thanked(form_post(client))
-    assert stored(app) == 0
-    assert trapped("page") == before + 1
-    assert_trap_logged(caplog, "page", "sent too fast")
+    [enquiry] = held(app)
+    assert enquiry.held_reason == "sent too fast"
+    assert caught("page", "held") == before + 1
+    assert_trap_logged(caplog, "page", f"sent too fast; held as enquiry {enquiry.id}")
+
+
+def test_a_form_shown_again_for_an_expired_token_is_not_caught_by_the_fill_time(
+    make_app: AppFactory, smtp_server: SMTPTestServer
+) -> None:
+    app = make_app(FORM_MIN_FILL_SECONDS=3, WTF_CSRF_TIME_LIMIT=1)
+    client = app.test_client()
+    token = csrf_token(client)
+    time.sleep(3.2)  # the visitor takes their time; the token expires meanwhile
+    again = form_post(client, token=token)
+    assert again.status_code == 400
+    page = again.get_data(as_text=True)
+    assert "This form had expired. Please check your details and press Send again." in page
+    fresh = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert fresh is not None and fresh[1] != token
+    time.sleep(1)  # and press Send again a second later
+    assert_thanked(form_post(client, token=fresh[1]))
+    assert held(app) == [] and stored(app) == 1
+    assert deliver_all(app) == 1 and len(smtp_server.messages) == 1
+
+
+def test_a_form_shown_again_with_errors_keeps_the_time_it_was_first_shown(
+    make_app: AppFactory,
+) -> None:
+    app = make_app(FORM_MIN_FILL_SECONDS=2)
+    client = app.test_client()
+    token = csrf_token(client)
+    time.sleep(2.1)
+    assert form_post(client, token=token, email="jane@").status_code == 422
+    assert_thanked(form_post(client, token=token))  # corrected at once
+    assert held(app) == [] and stored(app) == 1
 
 
 def test_a_form_sent_after_the_minimum_time_is_stored(make_app: AppFactory) -> None:
@@ -192,7 +253,7 @@ def test_the_testing_configuration_needs_no_wait(client: FlaskClient, app: Flask
     assert stored(app) == 1
 
 
-OUTCOMES = ("accepted", "repeated", "invalid", "captcha_failed", "trapped")
+OUTCOMES = ("accepted", "repeated", "invalid", "captcha_failed", "held", "trapped")
 
 
 def api_counts() -> dict[str, float]:
@@ -215,6 +276,7 @@ def test_every_outcome_is_counted_once(client: FlaskClient) -> None:
     invalid = {**body, "email": "jane@", "altcha": solve_captcha(client)}
     client.post("/api/enquiries", json=invalid)  # invalid
     client.post("/api/enquiries", json={**VALID, "altcha": "forged"})  # captcha_failed
-    client.post("/api/enquiries", json={**body, traps.HONEYPOT: SPAM})  # trapped
+    client.post("/api/enquiries", json={**body, traps.HONEYPOT: SPAM})  # held
+    client.post("/api/enquiries", json={**invalid, traps.HONEYPOT: SPAM})  # trapped
     after = api_counts()
     assert {name: after[name] - before[name] for name in OUTCOMES} == dict.fromkeys(OUTCOMES, 1)

@@ -1,4 +1,4 @@
-"""The outbox's operator commands: `flask --app wsgi outbox work|status|list|show|retry|purge`."""
+"""The outbox's operator commands: `flask --app wsgi outbox ...` (work, status, held, retry)."""
 
 from __future__ import annotations
 
@@ -130,6 +130,37 @@ def retry_command(enquiry_ids: tuple[str, ...], all_failed: bool, all_refused: b
         count = lifecycle.requeue(refused=True) if all_refused else 0
         count += lifecycle.requeue() if all_failed else 0
     click.echo(f"Queued {count} enquiries again.")
+
+
+@outbox_cli.command("held")
+@click.option("--limit", default=50, show_default=True)
+def held_command(limit: int) -> None:
+    """List the submissions a spam trap held: id, time and trap, no personal data."""
+    rows = queries.in_state(lifecycle.HELD, limit)
+    if not rows:
+        click.echo("No held enquiries.")
+    for row in rows:
+        click.echo(f"{row.id}  received {row.created_at:%Y-%m-%d %H:%M}Z  trap: {row.held_reason}")
+
+
+@outbox_cli.command("release")
+@click.argument("enquiry_ids", nargs=-1, required=True)
+def release_command(enquiry_ids: tuple[str, ...]) -> None:
+    """Deliver held enquiries after all: a person has read them and they are real."""
+    count = lifecycle.release_held(list(enquiry_ids))
+    click.echo(f"Released {count} held enquiries for delivery.")
+    if count < len(enquiry_ids):
+        raise click.ClickException("Some ids are not held enquiries (see `flask outbox held`).")
+
+
+@outbox_cli.command("discard")
+@click.argument("enquiry_ids", nargs=-1, required=True)
+def discard_command(enquiry_ids: tuple[str, ...]) -> None:
+    """Erase held enquiries now: a person has read them and they are spam."""
+    count = lifecycle.discard(list(enquiry_ids))
+    click.echo(f"Erased {count} held enquiries.")
+    if count < len(enquiry_ids):
+        raise click.ClickException("Some ids are not held enquiries (see `flask outbox held`).")
 
 
 @outbox_cli.command("purge")

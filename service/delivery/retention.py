@@ -1,4 +1,4 @@
-"""Retention: the personal data of delivered enquiries is erased once its period ends."""
+"""Retention: delivered enquiries lose their personal data, held ones are erased, on time."""
 
 from __future__ import annotations
 
@@ -15,4 +15,12 @@ def erase_delivered(older_than: timedelta) -> int:
     erased = lifecycle.erase(lifecycle.utcnow() - older_than)
     if erased:
         logger.info("retention: erased the personal data of %d delivered enquiries", erased)
+    return erased
+
+
+def erase_held(older_than: timedelta) -> int:
+    """Erase the held enquiries caught over `older_than` ago; return how many."""
+    erased = lifecycle.discard(created_before=lifecycle.utcnow() - older_than)
+    if erased:
+        logger.info("retention: erased %d held enquiries nobody released", erased)
     return erased

@@ -98,6 +98,7 @@ class Worker:
             return
         self._last_housekeeping = time.monotonic()
         retention.erase_delivered(timedelta(days=self.app.config["RETENTION_DAYS"]))
+        retention.erase_held(timedelta(days=self.app.config["HELD_RETENTION_DAYS"]))
         used_captchas.forget_expired()
 
 

@@ -104,12 +104,30 @@ def _refused_or_repeated(
     return Outcome(earlier.id, repeated=True)
 
 
-def accept(
-    fields: EnquiryFields, solution: replay.Solution | None, key: str | None = None
-) -> Enquiry:
-    """Commit the enquiry to the outbox and mark its captcha used (CaptchaReplayed if taken)."""
+def hold(posted: Mapping[str, str | None], trap: str, route: str) -> str:
+    """Keep a trapped submission for a person to review; return an id that looks like any other."""
+    checked = validation.check_fields(posted, current_app.config["PHONE_DEFAULT_REGION"])
+    if checked.fields is None:
+        # Nothing a person could have sent as it is, and nothing that could be delivered.
+        metrics.count_submission(route, "trapped")
+        logger.info("submission on the %s route trapped: %s; invalid, not stored", route, trap)
+        return uuid.uuid4().hex
+    values = _row(checked.fields, None)
+    with store.writing() as connection:
+        lifecycle.hold(connection, values, trap, current_app.config["HELD_MAX"])
+    metrics.count_submission(route, "held")
+    logger.info(
+        "submission on the %s route trapped: %s; held as enquiry %s (`flask outbox held`)",
+        route,
+        trap,
+        values["id"],
+    )
+    return str(values["id"])
+
+
+def _row(fields: EnquiryFields, key: str | None) -> dict[str, str | None]:
     enquiry_id = uuid.uuid4().hex
-    values = {
+    return {
         "id": enquiry_id,
         "name": fields["name"],
         "email": fields["email"],
@@ -119,6 +137,13 @@ def accept(
         "message_id": message_id_for(enquiry_id),
         "idempotency_key": key,
     }
+
+
+def accept(
+    fields: EnquiryFields, solution: replay.Solution | None, key: str | None = None
+) -> Enquiry:
+    """Commit the enquiry to the outbox and mark its captcha used (CaptchaReplayed if taken)."""
+    values = _row(fields, key)
     with store.writing() as connection:
         # The enquiry first: a twin with the same idempotency key fails here, before its captcha
         # is marked used in Redis, which no rollback could undo.

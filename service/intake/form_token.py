@@ -10,7 +10,7 @@ Origin check (service/web/origins.py) is what refuses posts from other sites.
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, current_app
@@ -33,34 +33,42 @@ def _serializer() -> URLSafeTimedSerializer:
     return serializer
 
 
-def read(token: Any) -> str | None:
-    """The random part of a valid, unexpired token, or None."""
+def _load(token: Any, max_age: int | None) -> tuple[str, datetime] | None:
+    """The random part of a token this service signed, and when its form was first shown."""
     if not isinstance(token, str) or not token or len(token) > 200:
         return None
     try:
-        nonce = _serializer().loads(token, max_age=current_app.config["WTF_CSRF_TIME_LIMIT"])
+        payload, signed_at = _serializer().loads(token, max_age=max_age, return_timestamp=True)
     except BadData:
         return None
-    return nonce if isinstance(nonce, str) else None
+    if isinstance(payload, str):
+        return payload, signed_at
+    # A token issued for a form shown again carries the time the visitor first saw it.
+    if isinstance(payload, list) and len(payload) == 2:
+        nonce, shown_at = payload
+        if isinstance(nonce, str) and isinstance(shown_at, int):
+            return nonce, datetime.fromtimestamp(shown_at, UTC)
+    return None
 
 
-def issue() -> str:
-    """A new token for a freshly shown form."""
-    return _serializer().dumps(secrets.token_urlsafe(18))
+def read(token: Any) -> str | None:
+    """The random part of a valid, unexpired token, or None."""
+    loaded = _load(token, current_app.config["WTF_CSRF_TIME_LIMIT"])
+    return loaded[0] if loaded else None
+
+
+def issue(first_shown: datetime | None = None) -> str:
+    """A new token for a form shown now, or shown again to a visitor who first saw it then."""
+    nonce = secrets.token_urlsafe(18)
+    if first_shown is None:
+        return _serializer().dumps(nonce)
+    return _serializer().dumps([nonce, int(first_shown.timestamp())])
 
 
 def issued_at(token: Any) -> datetime | None:
-    """When a valid token was issued (whole seconds), or None."""
-    if not isinstance(token, str) or not token or len(token) > 200:
-        return None
-    try:
-        _, when = _serializer().loads(
-            token, max_age=current_app.config["WTF_CSRF_TIME_LIMIT"], return_timestamp=True
-        )
-    except BadData:
-        return None
-    signed_at: datetime = when
-    return signed_at
+    """When the form of a valid token was first shown (whole seconds), or None."""
+    loaded = _load(token, current_app.config["WTF_CSRF_TIME_LIMIT"])
+    return loaded[1] if loaded else None
 
 
 class FormToken(CSRF):
@@ -71,7 +79,10 @@ class FormToken(CSRF):
         posted = csrf_token_field.data
         if isinstance(posted, str) and read(posted) is not None:
             return posted
-        return issue()
+        # An expired token of ours: the visitor has had the form for a long while, and the
+        # fill-time trap must not catch them for pressing Send again at once.
+        expired = _load(posted, None)
+        return issue(expired[1] if expired else None)
 
     def validate_csrf_token(self, form: BaseForm, field: CSRFTokenField) -> None:
         """Accept a token this service signed within WTF_CSRF_TIME_LIMIT."""

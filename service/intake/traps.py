@@ -1,22 +1,18 @@
 """Spam traps that cost people nothing: a field only robots fill, and a form sent too fast.
 
-A trapped submission is answered exactly like a stored one, so a robot learns nothing; it is
-counted and logged (which trap, never what was sent) but neither stored nor mailed.
+A trapped submission is answered exactly like a stored one, so a robot learns nothing. It is
+held, not dropped (intake/accept.hold): a person whose autofill filled the honeypot, or who
+was quick, is not lost; a person reviews the held ones, and the rest are erased on time.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-import uuid
 from typing import Any
 
 from flask import current_app
 
-from ..ops import metrics
 from . import form_token
-
-logger = logging.getLogger(__name__)
 
 # The honeypot's name contains nothing that browsers, password managers or autofill extensions
 # recognise (name, email, tel, address, company, url, website, note ...), so none of them fills
@@ -45,10 +41,3 @@ def too_fast(token: str | None) -> str | None:
     if signed_at is None:
         return None  # an invalid token is the form's own business (it answers 400)
     return TOO_FAST if time.time() - signed_at.timestamp() < minimum else None
-
-
-def spring(route: str, trap: str) -> str:
-    """Count and log a trapped submission; return an id that looks like a real enquiry's."""
-    metrics.count_submission(route, "trapped")
-    logger.info("submission on the %s route trapped: %s; not stored", route, trap)
-    return uuid.uuid4().hex

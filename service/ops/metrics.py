@@ -26,7 +26,8 @@ from werkzeug.serving import BaseWSGIServer, make_server
 SUBMISSIONS = Counter(
     "contact_form_submissions_total",
     "Submissions of the form and the API, by outcome: accepted, repeated, invalid, "
-    "captcha_failed, trapped, rate_limited, foreign_origin, expired_form.",
+    "captcha_failed, held (caught by a spam trap and kept for a person), trapped (caught, and "
+    "too invalid to keep), rate_limited, foreign_origin, expired_form.",
     ["route", "outcome"],
 )
 INVALID_FIELDS = Counter(

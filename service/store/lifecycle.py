@@ -1,6 +1,9 @@
 """The lifecycle of an enquiry: its states, the changes allowed between them, and the only code
 that writes its status, its lease or its attempt counter.
 
+    (new) --hold--> held --release_held--> pending      (a spam trap's catch, until a person
+           |          +--discard / expire--> (gone)   releases it; or erased on time)
+           |
     (new) --queue--> pending --claim--> sending --mark_sent--> sent --erase--> sent, erased
                         ^                  |  ^
                         |                  |  +-- renew (the worker's heartbeat)
@@ -32,7 +35,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from blinker import Namespace
-from sqlalchemy import ColumnElement, Connection, Table, and_, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    and_,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from ..ops import metrics
 from .engine import store
@@ -44,7 +57,8 @@ PENDING = "pending"
 SENDING = "sending"
 SENT = "sent"
 FAILED = "failed"
-STATES = (PENDING, SENDING, SENT, FAILED)
+HELD = "held"
+STATES = (PENDING, SENDING, SENT, FAILED, HELD)
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,11 @@ class Transition:
 
 
 QUEUE = Transition("queue", (), PENDING)
+# Caught by a spam trap: kept for a person to review, never sent on its own.
+HOLD = Transition("hold", (), HELD)
+RELEASE_HELD = Transition("release_held", (HELD,), PENDING)
+# Deleted outright, by a person or by the held messages' retention and cap: no state after.
+DISCARD = Transition("discard", (HELD,), "")
 # Due and pending, or sending under a lease that has run out (its worker died or stalled).
 CLAIM = Transition("claim", (PENDING, SENDING), SENDING)
 # The worker's heartbeat: a claim that nobody renews ends with its lease.
@@ -68,7 +87,20 @@ RELEASE = Transition("release", (SENDING,), PENDING)
 REQUEUE = Transition("requeue", (FAILED, SENT), PENDING)
 # Retention: the personal data goes, the record of the delivery stays.
 ERASE = Transition("erase", (SENT,), SENT)
-TRANSITIONS = (QUEUE, CLAIM, RENEW, MARK_SENT, RETRY_LATER, GIVE_UP, RELEASE, REQUEUE, ERASE)
+TRANSITIONS = (
+    QUEUE,
+    HOLD,
+    CLAIM,
+    RENEW,
+    MARK_SENT,
+    RETRY_LATER,
+    GIVE_UP,
+    RELEASE,
+    REQUEUE,
+    ERASE,
+    RELEASE_HELD,
+    DISCARD,
+)
 
 # Sent by whoever queued an enquiry, once it is committed, with the app as sender: the
 # embedded delivery worker wakes on it.
@@ -107,6 +139,59 @@ def queue(connection: Connection, values: Mapping[str, Any]) -> Enquiry:
     }
     connection.execute(INSERT_ENQUIRY, row)
     return Enquiry(**row)
+
+
+def hold(connection: Connection, values: Mapping[str, Any], trap: str, keep: int) -> Enquiry:
+    """Insert a trapped submission as held, in the caller's transaction; keep the newest `keep`."""
+    now = utcnow()
+    row = {
+        **values,
+        "created_at": now,
+        "status": HELD,
+        "held_reason": trap,
+        "attempts": 0,
+        "queued_at": now,
+        "next_attempt_at": now,
+    }
+    connection.execute(INSERT_ENQUIRY, row)
+    # A flood of robots cannot fill the disk: past the cap, the oldest held ones go first.
+    connection.execute(
+        delete(TABLE).where(
+            COLUMNS.id.in_(
+                select(COLUMNS.id)
+                .where(COLUMNS.status == HELD)
+                .order_by(COLUMNS.created_at.desc(), COLUMNS.id)
+                .offset(keep)
+                .scalar_subquery()
+            )
+        )
+    )
+    return Enquiry(**row)
+
+
+def release_held(enquiry_ids: Sequence[str]) -> int:
+    """Queue held enquiries for delivery, as a person decided; return how many."""
+    now = utcnow()
+    with store.writing() as connection:
+        result = connection.execute(
+            update(TABLE)
+            .where(COLUMNS.id.in_(enquiry_ids), COLUMNS.status == HELD)
+            .values(status=RELEASE_HELD.target, queued_at=now, next_attempt_at=now)
+        )
+    return result.rowcount
+
+
+def discard(
+    enquiry_ids: Sequence[str] | None = None, created_before: datetime | None = None
+) -> int:
+    """Delete held enquiries (the given ones, or those held since before then); count them."""
+    condition = COLUMNS.status == HELD
+    if enquiry_ids is not None:
+        condition = and_(condition, COLUMNS.id.in_(enquiry_ids))
+    if created_before is not None:
+        condition = and_(condition, COLUMNS.created_at < created_before)
+    with store.writing() as connection:
+        return connection.execute(delete(TABLE).where(condition)).rowcount
 
 
 def claim(worker_id: str, limit: int, lease: timedelta) -> list[Enquiry]:

@@ -68,12 +68,18 @@ class Enquiry(Base):
     # for good with the reason: JSON, written by the lifecycle module. A retry goes only to the
     # inboxes in neither.
     delivered_to: Mapped[str | None] = mapped_column(Text)
+    # The spam trap that caught it (held until a person releases it), kept once released so
+    # that the email can say so.
+    held_reason: Mapped[str | None] = mapped_column(String(50))
     refused_to: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
-    __table_args__ = (Index("ix_enquiries_status_next_attempt", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_enquiries_status_next_attempt", "status", "next_attempt_at"),
+        Index("ix_enquiries_status_created", "status", "created_at"),
+    )
 
     def inboxes_delivered(self) -> list[str]:
         """The inboxes that have accepted this enquiry's email."""

@@ -52,7 +52,7 @@ def create_enquiry() -> tuple[dict[str, Any], int]:
     # The API renders no form, so there is no time since it was shown: only the honeypot applies.
     trap = traps.honeypot(data.get(traps.HONEYPOT))
     if trap is not None:
-        return {"id": traps.spring("api", trap), "status": "queued"}, 202
+        return {"id": accept.hold(posted, trap, "api"), "status": "queued"}, 202
     answer = _as_text(data[field_name]) if field_name in data else None
     outcome = accept.submit(posted, answer, accept.idempotency_key("api", token, posted), "api")
     if outcome.enquiry_id is not None:

@@ -59,11 +59,11 @@ def contact() -> BaseResponse | tuple[str, int]:
         # A stale or missing token: show the form again with the visitor's words and a new token.
         current_app.logger.info("CSRF check failed: the form's token is missing, forged or expired")
         return render_form(form, notice=form_token.EXPIRED), 400
+    posted = form.posted()
     trap = traps.honeypot(form.extra_comments.data) or traps.too_fast(form.csrf_token.data)
     if trap is not None:
-        traps.spring("page", trap)
+        accept.hold(posted, trap, "page")
         return redirect(url_for("pages.thanks"), code=303)
-    posted = form.posted()
     key = accept.idempotency_key("form", token, posted)
     outcome = accept.submit(posted, form.captcha.data, key, "page")
     if outcome.enquiry_id is not None:
