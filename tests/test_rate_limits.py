@@ -11,7 +11,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 
-from tests.conftest import VALID, csrf_token, empty_redis
+from tests.conftest import VALID, csrf_token, deliver_all, empty_redis, solve_captcha
+from tests.smtp_server import SMTPTestServer
 
 REDIS = "redis://127.0.0.1:6379/14"
 LIMITED = {
@@ -123,15 +124,58 @@ def test_with_one_trusted_proxy_each_forwarded_address_is_a_client(make_app: Any
     assert post_api(client, "10.0.0.1", **spoofed).status_code == 429
 
 
-def test_the_global_budget_stops_everyone_but_a_flood_from_one_address_does_not_spend_it(
+GLOBAL_TEXT = (
+    "The form is receiving an unusual number of messages right now. "
+    "Please try again in {} minutes or call the clinic."
+)
+
+
+def post_valid(client: FlaskClient, address: str, **extra: str) -> Any:
+    """A real enquiry from `address`, with a solved captcha."""
+    body = {**VALID, **extra, "altcha": solve_captcha(client)}
+    return client.post("/api/enquiries", json=body, environ_base={"REMOTE_ADDR": address})
+
+
+def test_junk_from_many_addresses_never_closes_the_form_for_a_patient(
+    app: Flask, client: FlaskClient, smtp_server: SMTPTestServer
+) -> None:
+    assert app.config["RATELIMIT_GLOBAL"] == "300 per hour"
+    answers = [
+        post_api(client, f"203.0.113.{host}").status_code for host in range(64) for _ in range(5)
+    ]
+    assert len(answers) == 320 and set(answers) == {422, 429}
+    assert post_valid(client, "198.51.100.1").status_code == 202
+    assert deliver_all(app) == 1 and len(smtp_server.messages) == 1
+
+
+def test_stored_enquiries_spend_the_global_budget_and_the_next_client_is_told_so(
     make_app: Any,
 ) -> None:
-    client = make_app(RATELIMIT_GLOBAL="4 per hour").test_client()
-    for _ in range(20):  # one address, refused by its own limit after 3
-        post_api(client, "203.0.113.7")
-    assert post_api(client, "198.51.100.1").status_code == 422  # 4th counted for everyone
-    assert post_api(client, "198.51.100.2").status_code == 429
-    assert post_api(client, "198.51.100.3").status_code == 429
+    client = make_app(RATELIMIT_GLOBAL="3 per hour").test_client()
+    assert post_valid(client, "198.51.100.1").status_code == 202
+    assert post_valid(client, "198.51.100.2", extra_comments="autofilled").status_code == 202
+    assert post_api(client, "198.51.100.3").status_code == 422, "junk spends nothing"
+    assert post_valid(client, "198.51.100.4").status_code == 202  # the third stored
+    refused = post_valid(client, "198.51.100.5")
+    assert refused.status_code == 429
+    minutes = -(-int(refused.headers["Retry-After"]) // 60)
+    assert refused.get_json() == {"error": GLOBAL_TEXT.format(minutes)}
+    page = client.post(
+        "/contact",
+        data={**VALID, "altcha": "", "csrf_token": csrf_token(client)},
+        environ_base={"REMOTE_ADDR": "198.51.100.6"},
+    )
+    assert page.status_code == 429
+    assert GLOBAL_TEXT.format(minutes) in page.get_data(as_text=True)
+
+
+def test_an_ipv6_client_is_counted_per_64(client: FlaskClient) -> None:
+    rotating = [f"2001:db8:1:2::{host:x}" for host in range(1, 5)]
+    assert [post_api(client, address).status_code for address in rotating] == [422, 422, 422, 429]
+    assert post_api(client, "2001:db8:1:3::1").status_code == 422, "another /64, another budget"
+    assert post_api(client, "::ffff:192.0.2.5").status_code == 422
+    answers = [post_api(client, "192.0.2.5").status_code for _ in range(3)]
+    assert answers == [422, 422, 429], "an IPv4-mapped address is that IPv4 client"
 
 
 def test_processes_sharing_redis_share_the_count(make_app: Any, redis_url: str) -> None:

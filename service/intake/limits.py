@@ -2,21 +2,43 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
 from collections.abc import Callable
 from typing import TypeVar, cast
 
-from flask import Flask, Response, current_app
+from flask import Flask, Response, current_app, g
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 logger = logging.getLogger(__name__)
 View = TypeVar("View", bound=Callable[..., object])
 
-# The client's address as the WSGI server saw it, or as ProxyFix rewrote it for TRUSTED_PROXIES.
-limiter = Limiter(key_func=get_remote_address)
+EVERYONE = "all-clients"
+# The outcomes that store an enquiry: only these spend the budget for all clients, so that
+# junk, however much of it, cannot close the form for patients.
+STORED = frozenset({"accepted", "held"})
+
+
+def client_key() -> str:
+    """The client as the limits count it: its IPv4 address, or its IPv6 /64 network."""
+    # The address as the WSGI server saw it, or as ProxyFix rewrote it for TRUSTED_PROXIES.
+    address = get_remote_address()
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        # One subscriber gets a /64 and can rotate through it at will.
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
+
+
+limiter = Limiter(key_func=client_key)
 
 
 def _per_client() -> str:
@@ -28,19 +50,19 @@ def _all_clients() -> str:
 
 
 def _everyone() -> str:
-    return "all-clients"
+    return EVERYONE
 
 
-def _not_refused(response: Response) -> bool:
-    return response.status_code != 429
+def _stored(response: Response) -> bool:
+    return g.get("outcome") in STORED
 
 
 def limit_submissions(view: View) -> View:
     """Apply both budgets to a view; the page and the API share them."""
-    # The budget for all clients is only spent by requests that were not refused, so a flood
-    # from one address, refused by its own limit, does not use up everybody else's.
+    # The budget for all clients is only spent by enquiries that were stored (accepted or
+    # held): a flood of junk or of refused posts does not use up everybody else's.
     with_global = limiter.shared_limit(
-        _all_clients, scope="submissions", key_func=_everyone, deduct_when=_not_refused
+        _all_clients, scope="submissions", key_func=_everyone, deduct_when=_stored
     )(view)
     return cast(
         View, limiter.shared_limit(_per_client, scope="submissions-per-client")(with_global)
@@ -55,10 +77,21 @@ def retry_after_seconds() -> int:
     return max(1, int(current.reset_at - time.time()))
 
 
-def too_many_text(seconds: int) -> str:
-    """The sentence a visitor over the limit reads."""
+def everyone_limited() -> bool:
+    """True when the budget for all clients is the one spent, not this client's own."""
+    current = limiter.current_limit
+    return current is not None and current.breached and EVERYONE in current.request_args
+
+
+def too_many_text(seconds: int, everyone: bool = False) -> str:
+    """The sentence a visitor over the limit (theirs, or everyone's) reads."""
     minutes = max(1, math.ceil(seconds / 60))
     unit = "minute" if minutes == 1 else "minutes"
+    if everyone:
+        return (
+            "The form is receiving an unusual number of messages right now. "
+            f"Please try again in {minutes} {unit} or call the clinic."
+        )
     return (
         "Too many messages from your connection; "
         f"please try again in {minutes} {unit} or call the clinic."

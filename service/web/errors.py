@@ -68,7 +68,7 @@ def handle_http_error(error: HTTPException) -> ResponseReturnValue:
 def handle_rate_limited(error: RateLimitExceeded) -> ResponseReturnValue:
     """Over the limit: say when to try again, keep the visitor's words, and count it."""
     seconds = limits.retry_after_seconds()
-    text = limits.too_many_text(seconds)
+    text = limits.too_many_text(seconds, limits.everyone_limited())
     headers = {"Retry-After": str(seconds)}
     route = "api" if request.path.startswith("/api/") else "page"
     metrics.count_submission(route, "rate_limited")
