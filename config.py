@@ -41,6 +41,7 @@ ENVIRONMENT_SETTINGS: dict[str, type] = {
     "REDIS_URL": str,
     "RATELIMIT_PER_CLIENT": str,
     "RATELIMIT_GLOBAL": str,
+    "RATELIMIT_CHALLENGE": str,
     "TRUSTED_PROXIES": int,
     "STUCK_AFTER": int,
     "METRICS_TOKEN": str,
@@ -136,6 +137,8 @@ class Config:
     REDIS_URL = ""  # the captcha replay store's Redis, if not RATELIMIT_STORAGE_URI's
     RATELIMIT_PER_CLIENT = "5 per minute;30 per hour"
     RATELIMIT_GLOBAL = "300 per hour"
+    # Captcha challenges a client may fetch: a form needs one, or a few after errors.
+    RATELIMIT_CHALLENGE = "30 per minute"
     # How many proxies in front of the service set X-Forwarded-For; 0 believes none.
     TRUSTED_PROXIES = 0
     ALTCHA_COST = 5000

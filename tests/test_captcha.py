@@ -42,6 +42,31 @@ def test_challenge_is_fresh_signed_and_expires(client: FlaskClient) -> None:
     assert 0 < first["parameters"]["expiresAt"] - time.time() <= 600
 
 
+def test_making_a_challenge_derives_no_key_on_the_server(app: Flask, client: FlaskClient) -> None:
+    # Random-key mode: the answer is any counter whose key starts with "00"; the service has not
+    # worked one out, so it signed no key (a pre-solved challenge carries keySignature).
+    parameters = client.get("/altcha/challenge").get_json()["parameters"]
+    assert parameters["keyPrefix"] == "00"
+    assert "keySignature" not in parameters
+    assert parameters["cost"] == app.config["ALTCHA_COST"]
+
+
+def test_challenges_have_a_per_client_limit(make_app: AppFactory) -> None:
+    app = make_app(RATELIMIT_ENABLED=True, RATELIMIT_CHALLENGE="3 per minute")
+    client = app.test_client()
+    answers = [
+        client.get("/altcha/challenge", environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code
+        for _ in range(4)
+    ]
+    assert answers == [200, 200, 200, 429]
+    refused = client.get("/altcha/challenge", environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    assert (
+        "Retry-After" in refused.headers and "try again in 1 minute" in refused.get_json()["error"]
+    )
+    other = client.get("/altcha/challenge", environ_base={"REMOTE_ADDR": "203.0.113.10"})
+    assert other.status_code == 200
+
+
 def test_solved_challenge_is_accepted_once(client: FlaskClient) -> None:
     payload = solve_captcha(client)
     assert submit(client, payload).status_code == 202
@@ -78,7 +103,7 @@ def test_expired_challenge_is_refused(app, client: FlaskClient) -> None:
 def test_wrong_solution_is_refused(client: FlaskClient) -> None:
     challenge = altcha.Challenge.from_dict(client.get("/altcha/challenge").get_json())
     solution = altcha.solve_challenge(challenge)
-    # The service checks the derived key (signed when the challenge was made), not the counter.
+    # The counter and the key must agree: the service derives the key from the counter.
     last = "0" if solution.derived_key[-1] != "0" else "1"
     wrong = altcha.Solution(solution.counter, solution.derived_key[:-1] + last)
     assert captcha_errors(submit(client, altcha.Payload(challenge, wrong).to_base64())) == [

@@ -69,6 +69,15 @@ def limit_submissions(view: View) -> View:
     )
 
 
+def _per_client_challenges() -> str:
+    return str(current_app.config["RATELIMIT_CHALLENGE"])
+
+
+def limit_challenges(view: View) -> View:
+    """Apply the per-client budget for captcha challenges to a view."""
+    return cast(View, limiter.limit(_per_client_challenges, scope="challenges")(view))
+
+
 def retry_after_seconds() -> int:
     """Seconds until the breached limit lets this client through again (at least 1)."""
     current = limiter.current_limit

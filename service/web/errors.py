@@ -65,13 +65,18 @@ def handle_http_error(error: HTTPException) -> ResponseReturnValue:
     return render_template("error.html", title=error.name, message=message), code, headers
 
 
+# The routes that take enquiries; the others (a captcha challenge) are not submissions.
+SUBMITTING = frozenset({"pages.contact", "api.create_enquiry"})
+
+
 def handle_rate_limited(error: RateLimitExceeded) -> ResponseReturnValue:
     """Over the limit: say when to try again, keep the visitor's words, and count it."""
     seconds = limits.retry_after_seconds()
     text = limits.too_many_text(seconds, limits.everyone_limited())
     headers = {"Retry-After": str(seconds)}
-    route = "api" if request.path.startswith("/api/") else "page"
-    metrics.count_submission(route, "rate_limited")
+    if request.endpoint in SUBMITTING:
+        route = "api" if request.path.startswith("/api/") else "page"
+        metrics.count_submission(route, "rate_limited")
     # A flood must not become a flood of log lines: the request's own line says
     # "rate_limited", and /metrics counts it.
     logger.debug("submission refused: rate limit %s reached on %s", error.description, request.path)

@@ -19,7 +19,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from ..intake import accept, form_token, traps
 from ..intake.captcha import altcha_proof
 from ..intake.form import EnquiryForm
-from ..intake.limits import limit_submissions
+from ..intake.limits import limit_challenges, limit_submissions
 from ..intake.validation import clean_page_url
 from .empty_form import EmptyFormPage
 from .security import csp_nonce
@@ -78,6 +78,7 @@ def thanks() -> str:
 
 
 @bp.get("/altcha/challenge")
+@limit_challenges
 def altcha_challenge() -> Response:
     """A fresh captcha challenge for the widget; never cached."""
     if current_app.config["CAPTCHA_PROVIDER"] != "altcha":
