@@ -42,6 +42,7 @@ ENVIRONMENT_SETTINGS: dict[str, type] = {
     "RATELIMIT_PER_CLIENT": str,
     "RATELIMIT_GLOBAL": str,
     "RATELIMIT_CHALLENGE": str,
+    "SERVICE_URL": str,
     "TRUSTED_PROXIES": int,
     "STUCK_AFTER": int,
     "METRICS_TOKEN": str,
@@ -171,6 +172,9 @@ class Config:
     WORKER_METRICS_PORT = 0
     # Sites that may frame the form and call the API, besides the service itself.
     ALLOWED_ORIGINS = ""
+    # The service's public base URL (https://forms.clinic.example): its own origin for the page
+    # an enquiry names and the third-party captcha's hostname, whatever Host a request carries.
+    SERVICE_URL = ""
     # Lifetime of the signed token in each rendered form.
     WTF_CSRF_TIME_LIMIT = 6 * 3600
     MAX_CONTENT_LENGTH = 64 * 1024

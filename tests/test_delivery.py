@@ -17,6 +17,7 @@ from tests.support import enqueue, make_due
 def test_email_reaches_the_inbox_with_the_right_headers(
     app: Flask, client: FlaskClient, smtp_server
 ) -> None:
+    app.config["ALLOWED_ORIGINS"] = ("https://clinic.example",)  # the clinic's own site
     enquiry_id = enqueue(client, page="https://clinic.example/articles/sciatica")
     assert deliver_all(app) == 1
     [mail] = smtp_server.wait_for(1)

@@ -117,6 +117,7 @@ def test_values_are_escaped_when_the_form_comes_back(client: FlaskClient) -> Non
 
 
 def test_form_remembers_the_page_it_was_on(app, client: FlaskClient) -> None:
+    app.config["ALLOWED_ORIGINS"] = ("https://clinic.example",)
     page = client.get("/contact?page=https://clinic.example/articles/back-pain").get_data(
         as_text=True
     )
@@ -125,6 +126,50 @@ def test_form_remembers_the_page_it_was_on(app, client: FlaskClient) -> None:
     assert response.status_code == 303
     with app.extensions["store"].sessions() as session:
         assert session.query(Enquiry).one().page_url == "https://clinic.example/articles/back-pain"
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        (
+            "https://clinic.example/articles/back-pain?patient=Jane#book",
+            "https://clinic.example/articles/back-pain",
+        ),
+        ("https://CLINIC.example:443/articles", "https://clinic.example/articles"),
+        ("https://clinic.example", "https://clinic.example/"),
+        ("https://evil.example/login?next=clinic", None),
+        ("https://clinic.example.evil.example/", None),
+        ("https://user:pw@clinic.example/", None),
+        ("http://clinic.example/articles", None),  # another scheme is another origin
+        ("https://localhost/articles?x=1", "https://localhost/articles"),  # the service's own
+    ],
+)
+def test_only_a_page_of_the_clinic_or_the_service_is_kept_and_without_its_query(
+    sent: str, kept: str | None, make_app, smtp_server
+) -> None:
+    app = make_app(ALLOWED_ORIGINS="https://clinic.example", SERVICE_URL="https://localhost")
+    client = app.test_client()
+    response = post_form(client, page=sent)
+    assert response.status_code == 303
+    with app.extensions["store"].sessions() as session:
+        assert session.query(Enquiry).one().page_url == kept
+    api = client.post(
+        "/api/enquiries", json={**VALID, "page": sent, "altcha": solve_captcha(client)}
+    )
+    assert api.status_code == 202
+    assert deliver_all(app) == 2
+    for mail in smtp_server.messages:
+        assert "evil.example" not in mail.text and "patient=" not in mail.text
+        assert f"Page:     {kept or 'not known'}" in mail.text
+
+
+def test_the_host_header_does_not_make_a_page_the_services_own(make_app) -> None:
+    app = make_app(SERVICE_URL="https://forms.clinic.example")
+    client = app.test_client()
+    page = client.get(
+        "/contact?page=https://attacker.example/phish", headers={"Host": "attacker.example"}
+    ).get_data(as_text=True)
+    assert "attacker.example/phish" not in page
 
 
 def test_refresh_of_thanks_does_not_submit_again(app, client: FlaskClient) -> None:

@@ -8,6 +8,7 @@ from flask import Blueprint, abort, request
 
 from ..intake import accept, captcha, traps
 from ..intake.limits import limit_submissions
+from . import origins
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -42,8 +43,7 @@ def create_enquiry() -> tuple[dict[str, Any], int]:
     posted: dict[str, str | None] = {
         key: _as_text(data[key]) for key in ACCEPTED_KEYS if key in data
     }
-    if "page" not in posted and request.referrer:
-        posted["page"] = request.referrer
+    posted["page"] = origins.page_url(posted.get("page") or request.referrer)
     token = request.headers.get("Idempotency-Key")
     if token is not None and not (
         0 < len(token) <= 200 and token.isascii() and token.isprintable()

@@ -89,6 +89,31 @@ def is_trusted(origin: str) -> bool:
     return normalised is not None and (normalised in allowed() or is_own(normalised))
 
 
+def service_origin() -> str:
+    """The service's own origin: SERVICE_URL's if set, else the host this request asked for."""
+    configured = normalise(current_app.config["SERVICE_URL"] or "")
+    return configured or normalise(request.host_url) or ""
+
+
+def page_url(value: str | None) -> str | None:
+    """The page an enquiry was sent from, if it is the service's or an allowed site's, without
+    its query string and fragment; None otherwise, which the email shows as "not known"."""
+    # A link under "Page" in the clinic's email must not lead anywhere a stranger chose, and a
+    # host page's query string (a search, a tracking id, a patient's own details) stays out.
+    if not value:
+        return None
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:
+        return None
+    origin = normalise(f"{parts.scheme}://{parts.netloc}")
+    if origin is None or parts.username or parts.password:
+        return None
+    if origin != service_origin() and origin not in allowed():
+        return None
+    return f"{origin}{parts.path or '/'}"
+
+
 def refuse_foreign_posts() -> None:
     """Refuse (403) a submission whose Origin header names a site that is not allowed."""
     if request.method != "POST" or request.endpoint not in SUBMIT_ENDPOINTS:

@@ -21,6 +21,7 @@ from ..intake.captcha import altcha_proof
 from ..intake.form import EnquiryForm
 from ..intake.limits import limit_challenges, limit_submissions
 from ..intake.validation import clean_page_url
+from . import origins
 from .empty_form import EmptyFormPage
 from .security import csp_nonce
 
@@ -44,7 +45,7 @@ def render_form(
 @bp.get("/contact")
 def contact_form() -> str:
     """Show the empty form, remembering the page it is embedded in."""
-    page = clean_page_url(request.args.get("page") or request.referrer) or ""
+    page = clean_page_url(origins.page_url(request.args.get("page") or request.referrer)) or ""
     empty: EmptyFormPage = current_app.extensions["empty_form_page"]
     return empty.render(form_token.issue(), csp_nonce(), page)
 
@@ -60,6 +61,7 @@ def contact() -> BaseResponse | tuple[str, int]:
         current_app.logger.info("CSRF check failed: the form's token is missing, forged or expired")
         return render_form(form, notice=form_token.EXPIRED), 400
     posted = form.posted()
+    posted["page"] = origins.page_url(posted.get("page"))
     trap = traps.honeypot(form.extra_comments.data) or traps.too_fast(form.csrf_token.data)
     if trap is not None:
         accept.hold(posted, trap, "page")

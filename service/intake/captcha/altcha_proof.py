@@ -33,9 +33,9 @@ def create_challenge() -> dict[str, Any]:
     """Return a fresh signed challenge for the widget, as JSON-ready data."""
     expires = datetime.now(UTC) + timedelta(seconds=current_app.config["ALTCHA_EXPIRES_SECONDS"])
     # Random-key mode: the widget counts up until the derived key starts with KEY_PREFIX, and
-    # the service derives nothing to make a challenge, so asking for challenges burns none of its CPU. Checking an
-    # answer costs one derivation, but only for a challenge this service signed, unexpired
-    # and unspent: a forged one costs one HMAC.
+    # the service derives nothing to make a challenge, so asking for challenges burns none of
+    # its CPU. Checking an answer costs one derivation, but only for a challenge this service
+    # signed and that has not expired: a forged one costs one HMAC.
     challenge = altcha.create_challenge(
         ALGORITHM,
         current_app.config["ALTCHA_COST"],
