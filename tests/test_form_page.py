@@ -172,6 +172,14 @@ def test_the_host_header_does_not_make_a_page_the_services_own(make_app) -> None
     assert "attacker.example/phish" not in page
 
 
+def test_no_cache_keeps_the_form_or_the_thank_you_page(client: FlaskClient) -> None:
+    assert client.get("/contact").headers["Cache-Control"] == "no-store"
+    assert post_form(client, email="bad").headers["Cache-Control"] == "no-store"
+    thanked = post_form(client)
+    assert thanked.status_code == 303
+    assert client.get(thanked.headers["Location"]).headers["Cache-Control"] == "no-store"
+
+
 def test_refresh_of_thanks_does_not_submit_again(app, client: FlaskClient) -> None:
     response = post_form(client)
     for _ in range(3):

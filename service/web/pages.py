@@ -34,6 +34,13 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
 
 
+@bp.after_request
+def never_stored(response: BaseResponse) -> BaseResponse:
+    """Let no cache keep a page: each carries a one-time form token and a script nonce."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def render_form(
     form: EnquiryForm, errors: dict[str, str] | None = None, notice: str | None = None
 ) -> str:
@@ -85,6 +92,4 @@ def altcha_challenge() -> Response:
     """A fresh captcha challenge for the widget; never cached."""
     if current_app.config["CAPTCHA_PROVIDER"] != "altcha":
         abort(404)
-    response = jsonify(altcha_proof.create_challenge())
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return jsonify(altcha_proof.create_challenge())
