@@ -9,6 +9,7 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -21,11 +22,12 @@ from werkzeug.test import TestResponse
 from service.intake import accept as intake
 from service.intake.form_token import EXPIRED
 from service.intake.validation import CAPTCHA_FAILED
+from service.store import lifecycle
 from service.store.models import Enquiry
 from service.web.api import BAD_IDEMPOTENCY_KEY
 from service.web.origins import FOREIGN_ORIGIN
 from tests.conftest import VALID, csrf_token, deliver_all, solve_captcha
-from tests.support import AppFactory
+from tests.support import AppFactory, change, load
 
 CLINIC = "https://www.clinic.example"
 SHOP = "http://shop.clinic.example:8080"
@@ -328,6 +330,32 @@ def test_api_retry_with_the_same_idempotency_key_is_one_enquiry(
     assert stored(app) == 1
     assert deliver_all(app) == 1
     assert len(smtp_server.wait_for(1)) == 1
+
+
+def test_an_idempotency_key_is_honoured_for_a_day_and_freed_by_the_purge(
+    app: Flask, client: FlaskClient, smtp_server: Any
+) -> None:
+    headers = {"Idempotency-Key": "reused-by-the-client"}
+
+    def post() -> str:
+        body = {**VALID, "altcha": solve_captcha(client)}
+        response = client.post("/api/enquiries", json=body, headers=headers)
+        assert response.status_code == 202
+        return response.get_json()["id"]
+
+    first = post()
+    assert post() == first, "within the day: the same enquiry, even with a new captcha"
+    change(app, first, created_at=lifecycle.utcnow() - timedelta(hours=24, minutes=1))
+    second = post()
+    assert second != first and stored(app) == 2, "a day later: a new enquiry"
+    assert load(app, first).idempotency_key is None
+    assert deliver_all(app) == 2
+
+    # The retention purge takes the digest of the fields with the fields.
+    result = app.test_cli_runner().invoke(args=["outbox", "purge", "--older-than", "0m"])
+    assert result.exit_code == 0, result.output
+    assert load(app, second).idempotency_key is None
+    assert post() not in {first, second}
 
 
 @pytest.mark.parametrize(

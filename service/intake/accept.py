@@ -7,6 +7,7 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from email.utils import parseaddr
 
 from flask import current_app
@@ -22,6 +23,8 @@ from .validation import CAPTCHA_FAILED, FIELDS, EnquiryFields
 
 logger = logging.getLogger(__name__)
 
+# How long a repeat of the same key and fields is the same enquiry.
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
 # How the log names each route an enquiry can come by.
 SOURCES = {"page": "the form page", "api": "the API"}
 
@@ -74,7 +77,7 @@ def submit(
         errors["captcha"] = CAPTCHA_FAILED
     if checked.fields is not None and verdict is not None and verdict.solution is not None:
         try:
-            enquiry = accept(checked.fields, verdict.solution, key)
+            enquiry = _accept_once_a_day(checked.fields, verdict.solution, key)
         except (CaptchaReplayed, IntegrityError):  # IntegrityError: the key, committed by a twin
             errors["captcha"] = CAPTCHA_FAILED
             reused = True
@@ -84,6 +87,19 @@ def submit(
             logger.info("enquiry %s accepted from %s", enquiry.id, SOURCES[route])
             return Outcome(enquiry.id)
     return _refused_or_repeated(errors, reused, key, route, third)
+
+
+def _accept_once_a_day(
+    fields: EnquiryFields, solution: replay.Solution | None, key: str | None
+) -> Enquiry:
+    # A key is honoured for IDEMPOTENCY_WINDOW: the same key later (a client that reuses its
+    # keys, a form page left open for days) is a new enquiry, not a repeat of an old one.
+    try:
+        return accept(fields, solution, key)
+    except IntegrityError:
+        if key is None or not lifecycle.forget_key(key, lifecycle.utcnow() - IDEMPOTENCY_WINDOW):
+            raise
+    return accept(fields, solution, key)
 
 
 def _refused_or_repeated(

@@ -194,6 +194,17 @@ def discard(
         return connection.execute(delete(TABLE).where(condition)).rowcount
 
 
+def forget_key(key: str, created_before: datetime) -> bool:
+    """Free an idempotency key held by an enquiry stored before then; say whether one was."""
+    with store.writing() as connection:
+        result = connection.execute(
+            update(TABLE)
+            .where(COLUMNS.idempotency_key == key, COLUMNS.created_at < created_before)
+            .values(idempotency_key=None)
+        )
+    return result.rowcount == 1
+
+
 def claim(worker_id: str, limit: int, lease: timedelta) -> list[Enquiry]:
     """Claim up to `limit` due enquiries for `worker_id` under a lease; commit the claim."""
     now = utcnow()
@@ -424,6 +435,8 @@ def erase(delivered_before: datetime) -> int:
                 phone=None,
                 message=None,
                 page_url=None,
+                # A digest of the fields: it goes with them, and frees the key for a new enquiry.
+                idempotency_key=None,
                 purged_at=utcnow(),
             )
         )
