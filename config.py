@@ -103,6 +103,7 @@ class Config:
     """Defaults shared by every environment; nothing secret lives here."""
 
     REQUIRED: tuple[str, ...] = ()
+    NEEDS_SERVICE_URL = False  # with a third-party captcha (its hostname check)
 
     CLINIC_INBOX = ""
     CLINIC_NAME = "the clinic"
@@ -188,6 +189,15 @@ class Config:
                     f"{name} is not set: set the {name} environment variable "
                     "before starting the service."
                 )
+        if cls.NEEDS_SERVICE_URL and config.get("CAPTCHA_PROVIDER", "altcha") != "altcha":
+            if not config.get("SERVICE_URL"):
+                raise ConfigurationError(
+                    "SERVICE_URL is not set: with CAPTCHA_PROVIDER="
+                    f"{config['CAPTCHA_PROVIDER']} the service checks that each token was "
+                    "solved on its own site, and only SERVICE_URL (never a request's Host "
+                    "header) says what that is. Set it to the service's public address, "
+                    "for example https://forms.clinic.example."
+                )
 
 
 class DevelopmentConfig(Config):
@@ -213,6 +223,7 @@ class ProductionConfig(Config):
     """A real deployment: secrets and the mail route must come from the environment."""
 
     REQUIRED = ("SECRET_KEY", "CLINIC_INBOX", "MAIL_SERVER", "MAIL_DEFAULT_SENDER")
+    NEEDS_SERVICE_URL = True
     # The form sets no cookie today; should one ever be added, it must not travel over plain HTTP.
     SESSION_COOKIE_SECURE = True
 

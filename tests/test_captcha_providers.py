@@ -269,6 +269,20 @@ def test_the_widget_solved_on_an_allowed_site_is_accepted(
     assert_accepted(post(app.test_client(), "api", provider, stand_in.issue()), "api")
 
 
+def test_a_token_solved_on_the_site_the_host_header_names_is_refused(
+    make_app: AppFactory, stand_in: SiteverifyServer, provider: str
+) -> None:
+    app = make_app(**provider_settings(stand_in), SERVICE_URL="https://forms.clinic.example")
+    stand_in.hostname = "attacker.example"  # the attacker solved the widget on their own site
+    client = app.test_client()
+    data = {**VALID, FIELDS[provider]: stand_in.issue()}
+    response = client.post("/api/enquiries", json=data, headers={"Host": "attacker.example"})
+    assert response.status_code == 422
+    assert stored(app) == 0
+    stand_in.hostname = "forms.clinic.example"
+    assert_accepted(post(client, "api", provider, stand_in.issue()), "api")
+
+
 def test_invalid_fields_do_not_spend_the_token(
     provider_app: Flask, stand_in: SiteverifyServer, provider: str
 ) -> None:

@@ -49,6 +49,17 @@ def test_production_starts_with_its_settings(monkeypatch, tmp_path) -> None:
         app.extensions["store"].engine.dispose()
 
 
+def test_production_with_a_third_party_captcha_needs_service_url(monkeypatch, tmp_path) -> None:
+    for name, value in PRODUCTION.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/x.sqlite3")
+    monkeypatch.setenv("CAPTCHA_PROVIDER", "turnstile")
+    monkeypatch.setenv("CAPTCHA_SITE_KEY", "site")
+    monkeypatch.setenv("CAPTCHA_SECRET_KEY", "secret")
+    with pytest.raises(ConfigurationError, match="SERVICE_URL is not set: with CAPTCHA_PROVIDER"):
+        create_app()
+
+
 def test_unknown_environment_name_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="SERVICE_ENV"):
         config_class({"SERVICE_ENV": "staging"})

@@ -270,10 +270,20 @@ def ask(url: str, fields: Mapping[str, str], config: Mapping[str, Any]) -> dict[
     return answer
 
 
+# Where a widget is solved on a developer's machine, when no SERVICE_URL is set (production
+# cannot start without one when a third-party captcha is on).
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
 def own_hostnames() -> set[str]:
-    """The hostnames a widget may be solved on: this service's and the allowed origins'."""
-    names = {urlsplit(origin).hostname for origin in current_app.config["ALLOWED_ORIGINS"]}
-    names.add(urlsplit(f"//{request.host}").hostname)
+    """The hostnames a widget may be solved on: SERVICE_URL's and the allowed origins'."""
+    # Never the request's Host header: the client writes it, and would name its own site.
+    config = current_app.config
+    names = {urlsplit(origin).hostname for origin in config["ALLOWED_ORIGINS"]}
+    if config["SERVICE_URL"]:
+        names.add(urlsplit(config["SERVICE_URL"]).hostname)
+    else:
+        names |= LOOPBACK_NAMES
     return {name.lower().rstrip(".") for name in names if name}
 
 
