@@ -2,6 +2,7 @@
 
 import json
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,3 +131,45 @@ def test_each_worker_starts_delivering_without_waiting_for_a_request(gunicorn: G
         time.sleep(0.2)
     started = [line for line in gunicorn.log().splitlines() if "delivery worker" in line]
     assert len(started) == 2, gunicorn.log()
+
+
+@pytest.mark.parametrize(
+    ("kind", "headers"),
+    [
+        # Without "Expect: 100-continue", as browsers send: the whole body comes at once.
+        ("json", ["-H", "Content-Type: application/json", "-H", "Expect:"]),
+        ("form", ["-H", "Content-Type: application/x-www-form-urlencoded", "-H", "Expect:"]),
+        ("form, curl's default", ["-H", "Content-Type: application/x-www-form-urlencoded"]),
+        (
+            "json, no keep-alive",
+            ["-H", "Content-Type: application/json", "-H", "Expect:", "-H", "Connection: close"],
+        ),
+    ],
+)
+def test_curl_posting_a_megabyte_reads_the_413_and_its_message(
+    server: int, tmp_path: Path, kind: str, headers: list[str]
+) -> None:
+    body = tmp_path / "big"
+    body.write_bytes(b"message=" + b"x" * (8 * 1024 * 1024))
+    path = "/api/enquiries" if kind == "json" else "/contact"
+    result = subprocess.run(
+        [
+            "curl",
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "20",
+            *headers,
+            "--data-binary",
+            f"@{body}",
+            "--write-out",
+            "\n%{http_code}",
+            f"http://127.0.0.1:{server}{path}",
+        ],
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    text, _, status = result.stdout.decode().rpartition("\n")
+    assert status == "413"
+    assert "Please shorten your message to 5,000 characters or fewer" in text

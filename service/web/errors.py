@@ -54,9 +54,37 @@ def wants_json() -> bool:
     )
 
 
+# An oversized body is read and thrown away up to this much before the 413 goes out.
+DRAIN_AT_MOST = 10 * 1024 * 1024
+DRAIN_CHUNK = 64 * 1024
+
+
+def drain_body() -> None:
+    """Read and discard what is left of the request body, up to DRAIN_AT_MOST."""
+    # A server that answers and closes while the client is still sending resets the connection,
+    # and the client never reads the answer: a browser shows a network error, not our text.
+    environ = request.environ
+    stream = environ.get("wsgi.input")
+    length = request.content_length
+    # Without a length, only a stream that ends by itself (gunicorn's) may be read to its end.
+    if stream is None or (length is None and not environ.get("wsgi.input_terminated")):
+        return
+    left = DRAIN_AT_MOST if length is None else min(length, DRAIN_AT_MOST)
+    try:
+        while left > 0:
+            chunk = stream.read(min(DRAIN_CHUNK, left))
+            if not chunk:
+                return
+            left -= len(chunk)
+    except OSError:  # the client gave up: nothing to answer
+        return
+
+
 def handle_http_error(error: HTTPException) -> ResponseReturnValue:
     """Answer an HTTP error in the client's language, keeping its headers (405's Allow)."""
     code = error.code or 500
+    if code == 413:
+        drain_body()
     default = MESSAGES.get(code, error.name)
     message = error.description if error.description != type(error).description else default
     headers = {name: value for name, value in error.get_headers() if name != "Content-Type"}
