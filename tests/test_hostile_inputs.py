@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from service.delivery.message import ascii_email
 from service.intake import body_checks
 from service.store.models import Enquiry
-from tests.conftest import csrf_token, deliver_all, solve_captcha
+from tests.conftest import VALID, csrf_token, deliver_all, solve_captcha
 from tests.hostile_inputs import (
     API_REQUESTS,
     EXTRA_KEYS,
@@ -262,3 +262,18 @@ def test_no_key_in_the_form_changes_recipients_sender_or_subject(
     (received,) = smtp_server.messages
     assert received.header("Subject") == "New enquiry from Jane Citizen"
     assert b"evil.example" not in received.data and b"ceo@" not in received.data
+
+
+@pytest.mark.parametrize(
+    "key", ["name", "email", "phone", "message", "page", "altcha", "extra_comments"]
+)
+def test_a_lone_surrogate_in_any_json_value_is_never_a_500(
+    app: Flask, client: FlaskClient, key: str
+) -> None:
+    body = {**VALID, "altcha": solve_captcha(client), key: "x\ud800y"}
+    response = client.post("/api/enquiries", json=body)
+    assert response.status_code in (202, 400, 422), response.get_data(as_text=True)
+    if key == "page":  # not a page of the clinic's: stored as not known
+        assert response.status_code == 202
+    if key in ("phone", "altcha"):
+        assert response.status_code == 422
