@@ -3,6 +3,7 @@ its errors, keyboard use, accessibility (axe-core), small screens, and who may f
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from email.utils import parseaddr
 from pathlib import Path
@@ -37,8 +38,18 @@ def host() -> Iterator[HostSite]:
 
 
 @pytest.fixture
+def service_settings() -> dict[str, Any]:
+    """Settings a test changes for its service."""
+    return {}
+
+
+@pytest.fixture
 def service(
-    host: HostSite, smtp_server: SMTPTestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    host: HostSite,
+    smtp_server: SMTPTestServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    service_settings: dict[str, Any],
 ) -> Iterator[LiveServer]:
     """The service on http://127.0.0.1:PORT, allowing the host site, delivering by itself."""
     monkeypatch.setenv("SERVICE_ENV", "testing")
@@ -55,6 +66,7 @@ def service(
             # A test fills the form faster, and sends it more often, than a person would.
             "FORM_MIN_FILL_SECONDS": 0.0,
             "RATELIMIT_ENABLED": False,
+            **service_settings,
         }
     )
 
@@ -254,6 +266,49 @@ def test_keyboard_alone_fills_solves_and_sends(
     page.keyboard.press("Enter")
     frame.locator("text=Thank you").wait_for()
     assert parseaddr(smtp_server.wait_for(1)[0].header("Reply-To"))[1] == VALID["email"]
+
+
+def widget_state(page: Any) -> str:
+    """The ALTCHA widget's state as it draws it."""
+    return page.get_attribute("altcha-widget .altcha", "data-state")
+
+
+def test_clicking_the_verified_captcha_box_as_the_label_says_keeps_it_verified(
+    page: Any, service: LiveServer, smtp_server: SMTPTestServer
+) -> None:
+    page.goto(service.url("/contact"))
+    fill(page, **VALID)  # the widget verifies itself once a field has focus
+    page.wait_for_selector("altcha-widget .altcha[data-state=verified]")
+    box = page.locator("altcha-widget input[type=checkbox]")
+    assert box.is_checked()
+    page.locator("altcha-widget label").first.click()  # "I'm not a robot", as a person would
+    box.click(force=True)  # and the box itself
+    page.wait_for_timeout(300)
+    assert (widget_state(page), box.is_checked()) == ("verified", True)
+    page.click("button[type=submit]")
+    page.wait_for_selector("text=Thank you")
+    [mail] = smtp_server.wait_for(1)
+    assert parseaddr(mail.header("Reply-To"))[1] == VALID["email"]
+
+
+def test_a_page_restored_after_its_verification_expired_verifies_again(
+    page: Any, service: LiveServer, smtp_server: SMTPTestServer
+) -> None:
+    # In the back-forward cache a page's timers stand still while the wall clock runs on, so the
+    # widget's own expiry never fires (altcha-org/altcha #122). Chromium 156 does not keep this
+    # no-store page there; Safari does, and the restore is this event.
+    page.clock.install()
+    page.goto(service.url("/contact"))
+    fill(page, **VALID)
+    page.wait_for_selector("altcha-widget .altcha[data-state=verified]")
+    page.clock.set_system_time(time.time() + 3600)  # an hour later, no timer run
+    page.evaluate("() => dispatchEvent(new PageTransitionEvent('pageshow', {persisted: true}))")
+    page.wait_for_selector("altcha-widget .altcha:not([data-state=verified])")
+    page.clock.set_system_time(time.time())
+    solve_captcha(page)
+    page.click("button[type=submit]")
+    page.wait_for_selector("text=Thank you")
+    assert len(smtp_server.wait_for(1)) == 1
 
 
 def test_a_site_not_allowed_cannot_frame_the_form(page: Any, service: LiveServer) -> None:

@@ -21,6 +21,7 @@
     });
   }
   linkCaptchaError();
+  keepCaptchaVerified();
 
   var form = document.querySelector("form[data-contact-form]");
   if (form) {
@@ -59,6 +60,24 @@
         }
       })();
     });
+  }
+
+  // The widget ticks its box once it has verified itself (it starts when the form gets focus).
+  // A visitor who then does what the label says and clicks the box would un-tick it: ALTCHA 3
+  // treats that click as a reset, and Send would say the captcha is not checked. A click on a
+  // verified box is kept from the widget, so the box stays ticked. (A page that the Back button
+  // restores from the browser's cache, its answer perhaps expired, the widget resets itself.)
+  function keepCaptchaVerified() {
+    var widget = document.querySelector("altcha-widget");
+    if (!widget) { return; }
+    document.addEventListener("click", function (event) {
+      if (typeof widget.getState !== "function" || widget.getState() !== "verified") { return; }
+      var path = event.composedPath ? event.composedPath() : [];
+      var box = path[0];
+      if (path.indexOf(widget) >= 0 && box && box.tagName === "INPUT" && box.type === "checkbox") {
+        event.preventDefault();
+      }
+    }, true);
   }
 
   if (window.parent === window || !window.ResizeObserver) { return; }
