@@ -62,6 +62,7 @@ ENVIRONMENT_SETTINGS: dict[str, type] = {
     "RETENTION_DAYS": int,
     "HELD_RETENTION_DAYS": int,
     "HELD_MAX": int,
+    "HELD_DIGEST": bool,
     "LOG_LEVEL": str,
     "ALLOWED_ORIGINS": str,
     "THEME_FONT": str,
@@ -161,6 +162,8 @@ class Config:
     # most HELD_MAX are kept (the oldest go first), so a flood cannot fill the disk.
     HELD_RETENTION_DAYS = 14
     HELD_MAX = 1000
+    # A daily email to CLINIC_INBOX listing what was held, with a link that releases each.
+    HELD_DIGEST = True
 
     LOG_LEVEL = "INFO"
     LOG_FORMAT = "json"  # or text
@@ -217,6 +220,8 @@ class TestingConfig(Config):
     MAIL_DEFAULT_SENDER = "Contact form <forms@clinic.example>"
     MAIL_TIMEOUT = 5.0
     ALTCHA_COST = 50
+    # Each test's worker would send it on its first pass; the digest's own tests switch it on.
+    HELD_DIGEST = False
 
 
 class ProductionConfig(Config):

@@ -17,7 +17,7 @@ from .intake import body_checks, captcha, form_token, limits
 from .intake.captcha import replay
 from .ops import logs, metrics
 from .store.engine import store
-from .web import api, embed, errors, health, openapi, origins, pages, security, theme
+from .web import api, embed, errors, health, held, openapi, origins, pages, security, theme
 from .web.sessions import NoSessions
 
 
@@ -129,4 +129,5 @@ def register_web(app: Flask) -> None:
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(held.bp)
     errors.register_error_handlers(app)

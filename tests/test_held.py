@@ -3,14 +3,17 @@ what nobody releases is erased on time; a flood cannot keep more than HELD_MAX."
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
+from sqlalchemy import update
 
-from service.delivery import retention
+from service.delivery import held_links, retention
 from service.intake import traps
 from service.store import lifecycle, queries
+from service.store.models import HeldDigest
 from tests.conftest import VALID, deliver_all, solve_captcha
 from tests.smtp_server import SMTPTestServer
 from tests.support import AppFactory, change, counts, load, personal_data_in
@@ -115,3 +118,117 @@ def test_held_posts_count_against_the_per_client_limit(make_app: AppFactory) -> 
     body = {**VALID, "altcha": solve_captcha(client), traps.HONEYPOT: "x"}
     assert client.post("/api/enquiries", json=body).status_code == 429
     assert counts(app)["held"] == 2
+
+
+# --- the daily digest ---------------------------------------------------------------------------
+
+
+def digest_app(make_app: AppFactory, **settings: object) -> Flask:
+    """The service with the digest on, as in production."""
+    return make_app(HELD_DIGEST=True, SERVICE_URL="https://forms.clinic.example", **settings)
+
+
+def links_in(text: str) -> list[str]:
+    """The release links a digest carries, as paths on the service."""
+    return [
+        link.removeprefix("https://forms.clinic.example")
+        for link in re.findall(r"https://forms\.clinic\.example/held/\S+", text)
+    ]
+
+
+def test_the_digest_arrives_once_a_day_with_a_link_per_held_message(
+    make_app: AppFactory, smtp_server: SMTPTestServer
+) -> None:
+    app = digest_app(make_app)
+    client = app.test_client()
+    assert deliver_all(app) == 0 and smtp_server.messages == [], "nothing held: no digest"
+    first, second = post_trapped(client), post_trapped(client, message="Another one")
+
+    # The day's digest was claimed (empty) by the first pass: the next day's lists them.
+    change_digest_day(app)
+    assert deliver_all(app) == 0
+    [digest] = smtp_server.messages
+    assert digest.rcpt_tos == ["front-desk@clinic.example"]
+    assert digest.header("Subject") == "Held as possible spam: 2 messages"
+    assert digest.text is not None
+    assert digest.text.count(": honeypot filled") == 2
+    assert len(links_in(digest.text)) == 2
+    assert personal_data_in(digest.text) == [] and "Another one" not in digest.text
+    assert deliver_all(app) == 0 and len(smtp_server.messages) == 1, "once a day"
+    assert {load(app, first).status, load(app, second).status} == {"held"}
+
+
+def change_digest_day(app: Flask) -> None:
+    """Make today's digest yesterday's, as if a day had passed."""
+    with app.app_context(), app.extensions["store"].sessions() as session, session.begin():
+        session.execute(update(HeldDigest).values(day="2000-01-01"))
+
+
+def test_a_link_shows_a_button_and_releases_once_and_a_get_releases_nothing(
+    make_app: AppFactory, smtp_server: SMTPTestServer
+) -> None:
+    app = digest_app(make_app)
+    client = app.test_client()
+    enquiry_id = post_trapped(client)
+    assert deliver_all(app) == 0
+    [digest] = smtp_server.messages
+    [link] = links_in(digest.text or "")
+
+    for _ in range(2):  # a mail scanner, then the receptionist, open the link
+        page = client.get(link)
+        assert page.status_code == 200 and page.headers["Cache-Control"] == "no-store"
+        assert "Deliver this message" in page.get_data(as_text=True)
+        assert VALID["name"] not in page.get_data(as_text=True)
+    assert load(app, enquiry_id).status == "held", "a GET releases nothing"
+
+    pressed = client.post(link)
+    assert pressed.status_code == 200 and "Delivered" in pressed.get_data(as_text=True)
+    again = client.post(link)
+    assert again.status_code == 404 and "Nothing was changed" in again.get_data(as_text=True)
+    assert deliver_all(app) == 1
+    delivered = smtp_server.messages[1:]
+    assert len(delivered) == 1 and delivered[0].text.splitlines()[0] == RELEASED
+    assert client.get(link).status_code == 404, "released: the link is spent"
+
+
+def test_a_forged_or_damaged_link_does_nothing(make_app: AppFactory) -> None:
+    app = digest_app(make_app)
+    client = app.test_client()
+    enquiry_id = post_trapped(client)
+    with app.app_context():
+        token = held_links.token_for(enquiry_id)
+    for path in (f"/held/{token[:-2]}", f"/held/{enquiry_id}", "/held/x"):
+        assert client.get(path).status_code == 404
+        assert client.post(path).status_code == 404
+    assert load(app, enquiry_id).status == "held"
+
+
+def test_without_service_url_the_digest_says_how_to_release_by_command(
+    make_app: AppFactory, smtp_server: SMTPTestServer
+) -> None:
+    app = make_app(HELD_DIGEST=True)
+    enquiry_id = post_trapped(app.test_client())
+    assert deliver_all(app) == 0
+    [digest] = smtp_server.messages
+    assert f"flask --app wsgi outbox release {enquiry_id}" in (digest.text or "")
+    assert "/held/" not in (digest.text or "")
+
+
+def test_held_digest_false_sends_none(make_app: AppFactory, smtp_server: SMTPTestServer) -> None:
+    app = make_app(HELD_DIGEST=False, SERVICE_URL="https://forms.clinic.example")
+    post_trapped(app.test_client())
+    assert deliver_all(app) == 0 and smtp_server.messages == []
+
+
+def test_a_digest_the_server_refuses_is_sent_on_a_later_pass(
+    make_app: AppFactory, smtp_server: SMTPTestServer
+) -> None:
+    app = digest_app(make_app)
+    post_trapped(app.test_client())
+    smtp_server.refuse()
+    assert deliver_all(app) == 0
+    smtp_server.restore()
+    assert deliver_all(app) == 0
+    assert [mail.header("Subject") for mail in smtp_server.messages] == [
+        "Held as possible spam: 1 message"
+    ]

@@ -14,7 +14,7 @@ from datetime import timedelta
 from flask import Flask
 
 from ..store import used_captchas
-from . import outbox, retention
+from . import digest, outbox, retention
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +99,10 @@ class Worker:
         self._last_housekeeping = time.monotonic()
         retention.erase_delivered(timedelta(days=self.app.config["RETENTION_DAYS"]))
         retention.erase_held(timedelta(days=self.app.config["HELD_RETENTION_DAYS"]))
+        try:
+            digest.send_daily()
+        except Exception as error:  # A digest must never stop deliveries.
+            logger.error("held digest failed: %s", type(error).__name__)
         used_captchas.forget_expired()
 
 

@@ -104,6 +104,17 @@ class Destination(Base):
     next_try_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class HeldDigest(Base):
+    """One day's digest of held enquiries: claimed by the worker that sends it, once."""
+
+    __tablename__ = "held_digests"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, clinic time
+    # The digest lists what was held before then (and after the previous digest's).
+    covered_until: Mapped[datetime] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class UsedCaptcha(Base):
     """A captcha solution that has been accepted once, kept until its challenge expires."""
 
