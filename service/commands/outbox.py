@@ -149,8 +149,7 @@ def release_command(enquiry_ids: tuple[str, ...]) -> None:
     """Deliver held enquiries after all: a person has read them and they are real."""
     count = lifecycle.release_held(list(enquiry_ids))
     click.echo(f"Released {count} held enquiries for delivery.")
-    if count < len(enquiry_ids):
-        raise click.ClickException("Some ids are not held enquiries (see `flask outbox held`).")
+    _fail_unless_all_held(count, enquiry_ids)
 
 
 @outbox_cli.command("discard")
@@ -159,7 +158,11 @@ def discard_command(enquiry_ids: tuple[str, ...]) -> None:
     """Erase held enquiries now: a person has read them and they are spam."""
     count = lifecycle.discard(list(enquiry_ids))
     click.echo(f"Erased {count} held enquiries.")
-    if count < len(enquiry_ids):
+    _fail_unless_all_held(count, enquiry_ids)
+
+
+def _fail_unless_all_held(count: int, enquiry_ids: tuple[str, ...]) -> None:
+    if count < len(set(enquiry_ids)):
         raise click.ClickException("Some ids are not held enquiries (see `flask outbox held`).")
 
 
