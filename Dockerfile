@@ -1,6 +1,9 @@
 # The contact-form service. Build: docker build -t contact-form .
-# Web:    docker run -p 8000:8000 -e SECRET_KEY=... -e CLINIC_INBOX=... -e MAIL_SERVER=... \
-#           -e MAIL_DEFAULT_SENDER=... -v contact-data:/app/instance contact-form
+# Keys:   docker run --rm -e SERVICE_ENV=development -e MAIL_SERVER=unused contact-form \
+#           flask --app wsgi keys generate
+# Web:    docker run -p 8000:8000 -e SECRET_KEY=... -e SEAL_PUBLIC_KEY=... -e SEAL_PRIVATE_KEY=... \
+#           -e CLINIC_INBOX=... -e MAIL_SERVER=... -e MAIL_DEFAULT_SENDER=... \
+#           -v contact-data:/app/instance contact-form
 # Worker: the same image with DELIVERY_WORKER=external on the web container and the command
 #           flask --app wsgi outbox work
 # (compose.yaml runs both, with PostgreSQL and Redis; docs/deploy.md explains.)

@@ -43,6 +43,9 @@ ENVIRONMENT_SETTINGS: dict[str, type] = {
     "RATELIMIT_GLOBAL": str,
     "RATELIMIT_CHALLENGE": str,
     "SERVICE_URL": str,
+    "SEAL_PUBLIC_KEY": str,
+    "SEAL_PRIVATE_KEY": str,
+    "SEAL_AT_REST": bool,
     "TRUSTED_PROXIES": int,
     "STUCK_AFTER": int,
     "METRICS_TOKEN": str,
@@ -176,6 +179,11 @@ class Config:
     WORKER_METRICS_PORT = 0
     # Sites that may frame the form and call the API, besides the service itself.
     ALLOWED_ORIGINS = ""
+    # Personal fields are stored sealed to SEAL_PUBLIC_KEY; only SEAL_PRIVATE_KEY (the worker's
+    # and the operator's, comma-separated, the current key first) opens them.
+    SEAL_AT_REST = True
+    SEAL_PUBLIC_KEY = ""
+    SEAL_PRIVATE_KEY = ""
     # The service's public base URL (https://forms.clinic.example): its own origin for the page
     # an enquiry names and the third-party captcha's hostname, whatever Host a request carries.
     SERVICE_URL = ""
@@ -222,6 +230,8 @@ class TestingConfig(Config):
     ALTCHA_COST = 50
     # Each test's worker would send it on its first pass; the digest's own tests switch it on.
     HELD_DIGEST = False
+    # Most tests read the stored fields to check them; the sealing tests switch it on.
+    SEAL_AT_REST = False
 
 
 class ProductionConfig(Config):

@@ -16,6 +16,7 @@ from . import commands, delivery
 from .intake import body_checks, captcha, form_token, limits
 from .intake.captcha import replay
 from .ops import logs, metrics
+from .store import sealing
 from .store.engine import store
 from .web import api, embed, errors, health, held, openapi, origins, pages, security, theme
 from .web.sessions import NoSessions
@@ -67,6 +68,46 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
     check_timezone(app.config["CLINIC_TIMEZONE"])
     app.config["ALLOWED_ORIGINS"] = origins.parse(app.config["ALLOWED_ORIGINS"])
     theme.check(app.config)
+    app.extensions["seal_keys"] = _seal_keys(app, chosen.__name__)
+
+
+def _seal_keys(app: Flask, environment: str) -> sealing.Keys:
+    """The keys this process seals to and opens with; none if sealing is off."""
+    config = app.config
+    if not config["SEAL_AT_REST"]:
+        return sealing.Keys()
+    if not config["SEAL_PUBLIC_KEY"]:
+        if environment == "ProductionConfig":
+            raise ConfigurationError(
+                "SEAL_PUBLIC_KEY is not set: patients' enquiries are stored sealed to it, so that "
+                "the store, its backups and a dump of it cannot be read without the private key. "
+                "Run `flask --app wsgi keys generate`, give SEAL_PUBLIC_KEY to every process and "
+                "SEAL_PRIVATE_KEY to the worker only, or set SEAL_AT_REST=false on purpose."
+            )
+        if environment == "DevelopmentConfig":
+            public, private = _development_keys(app)
+            config["SEAL_PUBLIC_KEY"] = public
+            config["SEAL_PRIVATE_KEY"] = config["SEAL_PRIVATE_KEY"] or private
+    try:
+        return sealing.load(config["SEAL_PUBLIC_KEY"], config["SEAL_PRIVATE_KEY"])
+    except sealing.NotAKey as error:
+        raise ConfigurationError(str(error)) from None
+
+
+def _development_keys(app: Flask) -> tuple[str, str]:
+    # A laptop run seals like production does, to a pair kept beside the database.
+    os.makedirs(app.instance_path, exist_ok=True)
+    path = os.path.join(app.instance_path, "seal_keys")
+    try:
+        with open(path, encoding="ascii") as handle:
+            public, private = handle.read().split()
+            return public, private
+    except FileNotFoundError:
+        public, private = sealing.generate()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(f"{public}\n{private}\n")
+        return public, private
 
 
 def check_timezone(name: str) -> None:

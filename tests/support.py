@@ -15,10 +15,14 @@ from flask.testing import FlaskClient
 from sqlalchemy import update
 
 from service import create_app
-from service.store import destination, lifecycle, queries
+from service.store import destination, lifecycle, queries, sealing
 from service.store.models import Destination, Enquiry
 from tests.conftest import VALID, solve_captcha
 from tests.smtp_server import SMTPTestServer
+
+# A key pair for the tests that run production's settings: enquiries are sealed at rest there.
+SEAL_PUBLIC_KEY, SEAL_PRIVATE_KEY = sealing.generate()
+SEAL_KEYS = {"SEAL_PUBLIC_KEY": SEAL_PUBLIC_KEY, "SEAL_PRIVATE_KEY": SEAL_PRIVATE_KEY}
 
 
 def enqueue(client: FlaskClient, **overrides: str) -> str:

@@ -4,6 +4,7 @@ import pytest
 
 from config import ConfigurationError, config_class, read_environment
 from service import create_app
+from tests.support import SEAL_KEYS
 
 PRODUCTION = {
     "SERVICE_ENV": "production",
@@ -11,6 +12,7 @@ PRODUCTION = {
     "CLINIC_INBOX": "front-desk@clinic.example",
     "MAIL_SERVER": "127.0.0.1",
     "MAIL_DEFAULT_SENDER": "forms@clinic.example",
+    **SEAL_KEYS,
 }
 
 

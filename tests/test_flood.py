@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import VALID, empty_redis
 from tests.processes import Gunicorn, request
+from tests.support import SEAL_PUBLIC_KEY
 
 pytestmark = pytest.mark.slow
 REDIS = "redis://127.0.0.1:6379/13"
@@ -25,6 +26,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     """A production configuration with the default limits; mail is never reached here."""
     return {
         "SERVICE_ENV": "production",
+        "SEAL_PUBLIC_KEY": SEAL_PUBLIC_KEY,
         "SECRET_KEY": "flood-test-secret",
         "CLINIC_INBOX": "front-desk@clinic.example",
         "MAIL_SERVER": "127.0.0.1",

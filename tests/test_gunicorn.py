@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import VALID
 from tests.processes import Gunicorn, request
 from tests.smtp_server import SMTPTestServer
+from tests.support import SEAL_KEYS
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +25,7 @@ def gunicorn(database_url: str, smtp_server: SMTPTestServer, tmp_path: Path) -> 
     """gunicorn serving wsgi:app in production mode, configured only through the environment."""
     env = {
         "SERVICE_ENV": "production",
+        **SEAL_KEYS,  # one process: the embedded worker opens what the web tier sealed
         "SECRET_KEY": "gunicorn-test-secret",
         "CLINIC_INBOX": "front-desk@clinic.example",
         "MAIL_SERVER": smtp_server.host,

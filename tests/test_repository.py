@@ -74,6 +74,10 @@ def test_compose_uses_the_settings_and_commands_the_readme_names() -> None:
         assert environment["DATABASE_URL"].startswith("postgresql+psycopg://")
         assert environment["RATELIMIT_STORAGE_URI"].startswith("redis://redis:")
         assert environment["DELIVERY_WORKER"] == "external"
+        assert "SEAL_PUBLIC_KEY" in environment
+    # The web tier writes what it cannot read back: only the worker opens the sealed fields.
+    assert "SEAL_PRIVATE_KEY" not in services["web"]["environment"]
+    assert "SEAL_PRIVATE_KEY" in services["worker"]["environment"]
     table = README.split("## Configuration")[1].split("\n## ")[0]
     for variable in services["web"]["environment"]:
         assert f"`{variable}`" in table, f"{variable} is not in the README's table"

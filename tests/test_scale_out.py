@@ -19,6 +19,7 @@ from service.store.models import Enquiry
 from tests.conftest import VALID, empty_redis, postgres_url, private_schema
 from tests.processes import Gunicorn, Workers, request
 from tests.smtp_server import SMTPTestServer
+from tests.support import SEAL_KEYS, SEAL_PUBLIC_KEY
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(300)]
 REDIS = "redis://127.0.0.1:6379/12"
@@ -57,10 +58,13 @@ def service(
     web = {
         **settings,
         "SERVICE_ENV": "production",
+        # As in compose.yaml: the web tier seals, and only the workers hold the private key.
+        "SEAL_PUBLIC_KEY": SEAL_PUBLIC_KEY,
         "AUTO_MIGRATE": "true",
         "DELIVERY_WORKER": "external",
         "RATELIMIT_STORAGE_URI": shared_redis,
         "RATELIMIT_GLOBAL": "100000 per hour",  # this test's 1,000 visitors are not a flood
+        "RATELIMIT_CHALLENGE": "100000 per hour",  # it solves their captchas from one address
         "TRUSTED_PROXIES": "1",  # the test stands in for the clinic's proxy
         "ALTCHA_COST": "50",
     }
@@ -71,7 +75,12 @@ def service(
             Gunicorn(web, tmp_path / "second.log", workers=2) as second,
         ):
             for _ in range(2):
-                workers.start(RATELIMIT_STORAGE_URI=shared_redis, OUTBOX_BATCH_SIZE="20")
+                workers.start(
+                    RATELIMIT_STORAGE_URI=shared_redis,
+                    OUTBOX_BATCH_SIZE="20",
+                    SEAL_AT_REST="true",
+                    **SEAL_KEYS,
+                )
             yield first, second, workers
     finally:
         workers.close()

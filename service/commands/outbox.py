@@ -15,7 +15,7 @@ from flask.cli import AppGroup
 from ..delivery import retention
 from ..delivery.worker import Worker
 from ..ops import metrics
-from ..store import lifecycle, queries
+from ..store import lifecycle, queries, sealing
 from ..store.lifecycle import STATES
 from ..store.models import Enquiry
 
@@ -106,12 +106,20 @@ def _refusals(row: Enquiry) -> str:
 @outbox_cli.command("show")
 @click.argument("enquiry_id")
 def show_command(enquiry_id: str) -> None:
-    """Show one enquiry in full, personal data included."""
+    """Show one enquiry in full, personal data included (opened, if sealed and the key is here)."""
     row = queries.get(enquiry_id)
     if row is None:
         raise click.ClickException(f"No enquiry {enquiry_id}.")
+    note = None
+    try:
+        row = sealing.opened(row, sealing.current_keys())
+    except sealing.CannotOpen as error:
+        note = f"The personal fields are sealed ({error}); set SEAL_PRIVATE_KEY to read them."
     for column in Enquiry.__table__.columns:
-        click.echo(f"{column.name}: {getattr(row, column.name)}")
+        if column.name != "sealed":
+            click.echo(f"{column.name}: {getattr(row, column.name)}")
+    if note:
+        click.echo(note)
 
 
 @outbox_cli.command("retry")

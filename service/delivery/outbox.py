@@ -16,7 +16,7 @@ from flask_mail import BadHeaderError, Message
 
 from ..ops import metrics
 from ..ops.logs import frames
-from ..store import destination, lifecycle, queries
+from ..store import destination, lifecycle, queries, sealing
 from ..store.models import Enquiry
 from . import message, smtp
 from .heartbeat import Heartbeat
@@ -79,7 +79,11 @@ def _send_batch(
                 continue  # another worker has it now
             inboxes = _inboxes_waiting(enquiry)
             try:
-                email = _build(enquiry)
+                email = _build(sealing.opened(enquiry, sealing.current_keys()))
+            except sealing.MissingKey as error:
+                # The settings', not the enquiry's: every enquiry sealed to that key waits.
+                _pause(server, smtp.Failure("keys", False, str(error)), batch[index:], heartbeat)
+                break
             except Exception as error:  # The enquiry's own: it would fail on every retry.
                 with heartbeat.finishing(enquiry):
                     record_failure(enquiry, _own_failure(error, enquiry))
@@ -128,6 +132,8 @@ def _build(enquiry: Enquiry) -> Message:
 def _own_failure(error: BaseException, enquiry: Enquiry) -> smtp.Failure:
     if isinstance(error, BadHeaderError):
         return smtp.Failure("build", True, "message has a bad header")
+    if isinstance(error, sealing.CannotOpen):
+        return smtp.Failure("build", True, str(error))
     # A damaged record or a bug in building its email: the error's text may quote the visitor.
     logger.error("unexpected error while delivering enquiry %s: %s", enquiry.id, frames(error))
     return smtp.Failure("build", True, f"unexpected {type(error).__name__}")

@@ -14,7 +14,7 @@ from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from ..ops import metrics
-from ..store import lifecycle, queries
+from ..store import lifecycle, queries, sealing
 from ..store.engine import store
 from ..store.models import Enquiry
 from . import captcha, validation
@@ -143,6 +143,10 @@ def hold(posted: Mapping[str, str | None], trap: str, route: str) -> str:
 
 def _row(fields: EnquiryFields, key: str | None) -> dict[str, str | None]:
     enquiry_id = uuid.uuid4().hex
+    return sealing.sealed_row(_plain_row(enquiry_id, fields, key), sealing.current_keys())
+
+
+def _plain_row(enquiry_id: str, fields: EnquiryFields, key: str | None) -> dict[str, str | None]:
     return {
         "id": enquiry_id,
         "name": fields["name"],

@@ -418,6 +418,23 @@ def requeue(enquiry_ids: Sequence[str] | None = None, refused: bool = False) -> 
     return result.rowcount
 
 
+def reseal(enquiry: Enquiry, row: Mapping[str, str | None]) -> bool:
+    """Store an enquiry's personal fields sealed anew, if nobody changed them since it was read."""
+    was_sealed_to = (
+        COLUMNS.sealed_to.is_(None)
+        if enquiry.sealed_to is None
+        else COLUMNS.sealed_to == enquiry.sealed_to
+    )
+    personal = ("name", "email", "phone", "message", "page_url", "sealed", "sealed_to")
+    with store.writing() as connection:
+        result = connection.execute(
+            update(TABLE)
+            .where(COLUMNS.id == enquiry.id, was_sealed_to, COLUMNS.purged_at.is_(None))
+            .values({name: row.get(name) for name in personal})
+        )
+    return result.rowcount == 1
+
+
 def erase(delivered_before: datetime) -> int:
     """Erase the personal data of enquiries delivered before then; return how many."""
     with store.writing() as connection:
@@ -435,6 +452,8 @@ def erase(delivered_before: datetime) -> int:
                 phone=None,
                 message=None,
                 page_url=None,
+                sealed=None,
+                sealed_to=None,
                 # A digest of the fields: it goes with them, and frees the key for a new enquiry.
                 idempotency_key=None,
                 purged_at=utcnow(),

@@ -50,6 +50,10 @@ class Enquiry(Base):
     phone: Mapped[str | None] = mapped_column(String(32))
     message: Mapped[str | None] = mapped_column(Text)
     page_url: Mapped[str | None] = mapped_column(String(2000))
+    # With SEAL_PUBLIC_KEY set, the five fields above are NULL and live here, sealed
+    # (store/sealing.py), with the id of the key they are sealed to.
+    sealed: Mapped[str | None] = mapped_column(Text)
+    sealed_to: Mapped[str | None] = mapped_column(String(16))
     idempotency_key: Mapped[str | None] = mapped_column(String(64), unique=True)
     message_id: Mapped[str] = mapped_column(String(255))
 

@@ -67,3 +67,15 @@ def in_state(state: str, limit: int) -> list[Enquiry]:
     with store.session() as session:
         query = select(Enquiry).where(condition).order_by(Enquiry.created_at).limit(limit)
         return list(session.scalars(query))
+
+
+def with_personal_data(after: str, limit: int) -> list[Enquiry]:
+    """Enquiries that still hold personal data (plain or sealed), by id, after the id given."""
+    with store.session() as session:
+        query = (
+            select(Enquiry)
+            .where(Enquiry.purged_at.is_(None), Enquiry.id > after)
+            .order_by(Enquiry.id)
+            .limit(limit)
+        )
+        return list(session.scalars(query))

@@ -245,7 +245,11 @@ def _get_challenge(cors: str) -> Schema:
                 "content": {
                     "application/json": {"schema": {"$ref": "#/components/schemas/Challenge"}}
                 },
-            }
+            },
+            "429": _error(
+                "More challenges than RATELIMIT_CHALLENGE allows from one client; Retry-After "
+                "says when to ask again."
+            ),
         },
     }
 
