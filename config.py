@@ -64,6 +64,7 @@ ENVIRONMENT_SETTINGS: dict[str, type] = {
     "OUTBOX_GIVE_UP_SECONDS": int,
     "RETENTION_DAYS": int,
     "HELD_RETENTION_DAYS": int,
+    "FAILED_RETENTION_DAYS": int,
     "HELD_MAX": int,
     "HELD_DIGEST": bool,
     "LOG_LEVEL": str,
@@ -161,6 +162,8 @@ class Config:
     OUTBOX_RETRY_MAX_SECONDS = 3600
     OUTBOX_GIVE_UP_SECONDS = 5 * 24 * 3600
     RETENTION_DAYS = 30
+    # Dead letters keep their personal data this long, for a person to forward or retry them.
+    FAILED_RETENTION_DAYS = 30
     # Submissions a spam trap caught are held for a person, erased after this many days; at
     # most HELD_MAX are kept (the oldest go first), so a flood cannot fill the disk.
     HELD_RETENTION_DAYS = 14

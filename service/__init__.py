@@ -61,7 +61,7 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
     for name in ("OUTBOX_LEASE_SECONDS", "OUTBOX_HEARTBEAT_SECONDS", "DATABASE_TIMEOUT"):
         if not app.config[name] > 0:
             raise ConfigurationError(f"{name} must be a number of seconds above 0.")
-    for name in ("HELD_RETENTION_DAYS", "HELD_MAX"):
+    for name in ("HELD_RETENTION_DAYS", "HELD_MAX", "FAILED_RETENTION_DAYS", "RETENTION_DAYS"):
         if not app.config[name] > 0:
             raise ConfigurationError(f"{name} must be a whole number above 0.")
     captcha.check_config(app.config)

@@ -409,13 +409,13 @@ def test_send_test_email_reports_what_failed(
 def test_db_commands_create_and_report_the_schema(make_app: AppFactory) -> None:
     app = make_app(AUTO_MIGRATE=False)
     runner = app.test_cli_runner()
-    assert invoke(runner, "db", "current").stdout == "current: None  head: 0003\n"
+    assert invoke(runner, "db", "current").stdout == "current: None  head: 0004\n"
     assert app.test_client().get("/readyz").status_code == 503, "no tables yet"
 
     result = invoke(runner, "db", "upgrade")
-    assert (result.exit_code, result.stdout) == (0, "Store is at revision 0003.\n")
-    assert invoke(runner, "db", "current").stdout == "current: 0003  head: 0003\n"
-    assert invoke(runner, "db", "upgrade").stdout == "Store is at revision 0003.\n", "idempotent"
+    assert (result.exit_code, result.stdout) == (0, "Store is at revision 0004.\n")
+    assert invoke(runner, "db", "current").stdout == "current: 0004  head: 0004\n"
+    assert invoke(runner, "db", "upgrade").stdout == "Store is at revision 0004.\n", "idempotent"
     assert invoke(runner, "outbox", "status").exit_code == 0
     assert app.test_client().get("/readyz").get_json()["status"] == "ok"
 
@@ -439,7 +439,7 @@ def test_upgrading_a_store_of_the_first_version_keeps_its_queue_deliverable(
         )
     assert app.test_client().get("/readyz").status_code == 503, "the schema is behind"
 
-    assert invoke(app.test_cli_runner(), "db", "upgrade").stdout == "Store is at revision 0003.\n"
+    assert invoke(app.test_cli_runner(), "db", "upgrade").stdout == "Store is at revision 0004.\n"
     assert deliver_all(app) == 1
     [mail] = smtp_server.messages
     assert mail.rcpt_tos == ["front-desk@clinic.example"]

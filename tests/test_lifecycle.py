@@ -162,7 +162,7 @@ def test_the_lifecycle_names_every_state_and_transition() -> None:
         "give_up": "failed",
         "release": "pending",
         "requeue": "pending",
-        "erase": "sent",
+        "erase": "",  # the state stays what it was
         "hold": "held",
         "release_held": "pending",
         "discard": "",  # the row is deleted

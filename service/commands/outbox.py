@@ -16,6 +16,7 @@ from ..delivery import retention
 from ..delivery.worker import Worker
 from ..ops import metrics
 from ..store import lifecycle, queries, sealing
+from ..store.engine import store
 from ..store.lifecycle import STATES
 from ..store.models import Enquiry
 
@@ -172,6 +173,20 @@ def discard_command(enquiry_ids: tuple[str, ...]) -> None:
 def _fail_unless_all_held(count: int, enquiry_ids: tuple[str, ...]) -> None:
     if count < len(set(enquiry_ids)):
         raise click.ClickException("Some ids are not held enquiries (see `flask outbox held`).")
+
+
+@outbox_cli.command("forget")
+@click.argument("enquiry_ids", nargs=-1, required=True)
+def forget_command(enquiry_ids: tuple[str, ...]) -> None:
+    """Erase the personal data of dead letters now (after forwarding them by hand, say)."""
+    count = lifecycle.erase_failed(enquiry_ids=list(enquiry_ids))
+    if count:
+        store.fold_in_log()
+    click.echo(f"Erased the personal data of {count} dead letters.")
+    if count < len(set(enquiry_ids)):
+        raise click.ClickException(
+            "Some ids are not dead letters with personal data (see `flask outbox list`)."
+        )
 
 
 @outbox_cli.command("purge")

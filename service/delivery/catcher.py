@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask
@@ -23,12 +24,29 @@ class _SaveToFolder:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         path = os.path.join(self.folder, f"{stamp}-{uuid.uuid4().hex[:8]}.eml")
-        with open(path, "wb") as handle:
+        # Readable by the service's own user only: each file is a patient's enquiry.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
             handle.write(envelope.original_content or envelope.content)
         logger.info(
             "mail catcher: saved an email for %d recipient(s) to %s", len(envelope.rcpt_tos), path
         )
         return "250 Message accepted for delivery"
+
+
+def erase_caught(app: Flask, older_than: timedelta) -> int:
+    """Erase the caught emails saved over `older_than` ago; return how many."""
+    folder = os.path.join(app.instance_path, "mail")
+    if not os.path.isdir(folder):
+        return 0
+    cutoff = time.time() - older_than.total_seconds()
+    erased = 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.endswith(".eml") and entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                erased += 1
+    return erased
 
 
 def start_catcher(app: Flask) -> None:

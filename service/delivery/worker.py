@@ -9,7 +9,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
 
 from flask import Flask
 
@@ -97,8 +96,7 @@ class Worker:
         ):
             return
         self._last_housekeeping = time.monotonic()
-        retention.erase_delivered(timedelta(days=self.app.config["RETENTION_DAYS"]))
-        retention.erase_held(timedelta(days=self.app.config["HELD_RETENTION_DAYS"]))
+        retention.erase_everything_due(self.app)
         try:
             digest.send_daily()
         except Exception as error:  # A digest must never stop deliveries.

@@ -60,6 +60,13 @@ class Store:
         """Open a new session on the current app's engine; the caller closes it."""
         return self.state.sessions()
 
+    def fold_in_log(self) -> None:
+        """On SQLite, copy the write-ahead log into the file and empty it (after an erase)."""
+        # Until then the log still holds the pages as they were before the erase.
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
     @contextlib.contextmanager
     def writing(self) -> Iterator[Connection]:
         """A connection for SQL statements in one writing transaction: commit on success."""
@@ -130,6 +137,8 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any, timeout: float) -> N
     # FULL: a commit is on disk before we say "thank you", even across a power cut.
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+    # Erased fields are overwritten with zeros in the file, not merely marked free.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 

@@ -85,8 +85,8 @@ RETRY_LATER = Transition("retry_later", (SENDING,), PENDING)
 GIVE_UP = Transition("give_up", (SENDING,), FAILED)
 RELEASE = Transition("release", (SENDING,), PENDING)
 REQUEUE = Transition("requeue", (FAILED, SENT), PENDING)
-# Retention: the personal data goes, the record of the delivery stays.
-ERASE = Transition("erase", (SENT,), SENT)
+# Retention: the personal data goes, the record of the delivery (or of its failure) stays.
+ERASE = Transition("erase", (SENT, FAILED), "")  # the state stays what it was
 TRANSITIONS = (
     QUEUE,
     HOLD,
@@ -396,11 +396,10 @@ def requeue(enquiry_ids: Sequence[str] | None = None, refused: bool = False) -> 
     """Queue dead letters again (all, or the given ids), or with `refused` the enquiries an
     inbox refused, for those inboxes only; return how many."""
     now = utcnow()
-    condition = refused_somewhere() if refused else COLUMNS.status == FAILED
+    failed = and_(COLUMNS.status == FAILED, COLUMNS.purged_at.is_(None))  # erased: nothing to send
+    condition = refused_somewhere() if refused else failed
     if enquiry_ids is not None:
-        condition = and_(
-            or_(COLUMNS.status == FAILED, refused_somewhere()), COLUMNS.id.in_(enquiry_ids)
-        )
+        condition = and_(or_(failed, refused_somewhere()), COLUMNS.id.in_(enquiry_ids))
     with store.writing() as connection:
         # A dead letter queued again gets a fresh give-up window, counted from now; the inboxes
         # that have it already stay in delivered_to and do not get it twice.
@@ -435,28 +434,41 @@ def reseal(enquiry: Enquiry, row: Mapping[str, str | None]) -> bool:
     return result.rowcount == 1
 
 
+ERASED = {
+    "name": None,
+    "email": None,
+    "phone": None,
+    "message": None,
+    "page_url": None,
+    "sealed": None,
+    "sealed_to": None,
+    # A digest of the fields: it goes with them, and frees the key for a new enquiry.
+    "idempotency_key": None,
+}
+
+
 def erase(delivered_before: datetime) -> int:
     """Erase the personal data of enquiries delivered before then; return how many."""
+    return _erase(and_(COLUMNS.status == SENT, COLUMNS.sent_at < delivered_before))
+
+
+def erase_failed(
+    failed_before: datetime | None = None, enquiry_ids: Sequence[str] | None = None
+) -> int:
+    """Erase the personal data of dead letters (failed before then, or the ones given)."""
+    condition = COLUMNS.status == FAILED
+    if failed_before is not None:
+        condition = and_(condition, COLUMNS.failed_at < failed_before)
+    if enquiry_ids is not None:
+        condition = and_(condition, COLUMNS.id.in_(enquiry_ids))
+    return _erase(condition)
+
+
+def _erase(condition: ColumnElement[bool]) -> int:
     with store.writing() as connection:
         result = connection.execute(
             update(TABLE)
-            .where(
-                COLUMNS.status == SENT,
-                COLUMNS.sent_at < delivered_before,
-                COLUMNS.purged_at.is_(None),
-            )
-            .values(
-                status=ERASE.target,
-                name=None,
-                email=None,
-                phone=None,
-                message=None,
-                page_url=None,
-                sealed=None,
-                sealed_to=None,
-                # A digest of the fields: it goes with them, and frees the key for a new enquiry.
-                idempotency_key=None,
-                purged_at=utcnow(),
-            )
+            .where(condition, COLUMNS.purged_at.is_(None))
+            .values(**ERASED, purged_at=utcnow())
         )
     return result.rowcount
