@@ -46,6 +46,8 @@ ENVIRONMENT_SETTINGS: dict[str, type] = {
     "SEAL_PUBLIC_KEY": str,
     "SEAL_PRIVATE_KEY": str,
     "SEAL_AT_REST": bool,
+    "NOTIFY_CONTENT": str,
+    "NOTIFY_MESSAGE_TO": str,
     "TRUSTED_PROXIES": int,
     "STUCK_AFTER": int,
     "METRICS_TOKEN": str,
@@ -185,6 +187,10 @@ class Config:
     # Personal fields are stored sealed to SEAL_PUBLIC_KEY; only SEAL_PRIVATE_KEY (the worker's
     # and the operator's, comma-separated, the current key first) opens them.
     SEAL_AT_REST = True
+    # "full": the clinic's email carries the message; "minimal": only who wrote and how to
+    # reach them, the message going to NOTIFY_MESSAGE_TO (if set) or staying in the store.
+    NOTIFY_CONTENT = "full"
+    NOTIFY_MESSAGE_TO = ""
     SEAL_PUBLIC_KEY = ""
     SEAL_PRIVATE_KEY = ""
     # The service's public base URL (https://forms.clinic.example): its own origin for the page

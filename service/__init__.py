@@ -64,6 +64,8 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
     for name in ("HELD_RETENTION_DAYS", "HELD_MAX", "FAILED_RETENTION_DAYS", "RETENTION_DAYS"):
         if not app.config[name] > 0:
             raise ConfigurationError(f"{name} must be a whole number above 0.")
+    if app.config["NOTIFY_CONTENT"] not in {"full", "minimal"}:
+        raise ConfigurationError("NOTIFY_CONTENT must be 'full' or 'minimal'.")
     captcha.check_config(app.config)
     check_timezone(app.config["CLINIC_TIMEZONE"])
     app.config["ALLOWED_ORIGINS"] = origins.parse(app.config["ALLOWED_ORIGINS"])

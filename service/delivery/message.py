@@ -19,8 +19,40 @@ def recipients() -> list[str]:
     return [address.strip() for address in inbox.split(",") if address.strip()]
 
 
-def build_message(enquiry: Enquiry) -> Message:
-    """Build the clinic's email for an enquiry; only Reply-To and Subject carry its data."""
+def message_to() -> str | None:
+    """Where the message itself goes when the clinic's email leaves it out, if anywhere."""
+    config = current_app.config
+    if config["NOTIFY_CONTENT"] != "minimal":
+        return None
+    return str(config["NOTIFY_MESSAGE_TO"]).strip() or None
+
+
+def every_inbox() -> list[str]:
+    """Every address an enquiry is delivered to: the clinic's inboxes, and NOTIFY_MESSAGE_TO."""
+    extra = message_to()
+    return [*recipients(), *([extra] if extra and extra not in recipients() else [])]
+
+
+def emails_for(enquiry: Enquiry, inboxes: list[str]) -> list[tuple[Message, list[str]]]:
+    """The emails an enquiry becomes, each with the inboxes it goes to."""
+    if current_app.config["NOTIFY_CONTENT"] != "minimal":
+        return [(build_message(enquiry), inboxes)]
+    separate = message_to()
+    clinic = [inbox for inbox in inboxes if inbox != separate]
+    emails = [(build_message(enquiry, minimal=True), clinic)] if clinic else []
+    if separate in inboxes:
+        full = build_message(enquiry)
+        full.msgId = enquiry.message_id.replace("@", ".message@", 1)  # another email
+        emails.append((full, [separate]))
+    return emails
+
+
+def build_message(enquiry: Enquiry, minimal: bool = False) -> Message:
+    """Build the clinic's email for an enquiry; only Reply-To and Subject carry its data.
+
+    Minimal: the name, phone and email, so the front desk can call or reply, but not the
+    message, which is where the email says (NOTIFY_MESSAGE_TO, or sealed in the store).
+    """
     config = current_app.config
     received = enquiry.created_at.astimezone(ZoneInfo(config["CLINIC_TIMEZONE"]))
     context = {
@@ -28,6 +60,9 @@ def build_message(enquiry: Enquiry) -> Message:
         "phone_readable": format_phone(enquiry.phone or ""),
         "received": received.strftime("%A %d %B %Y, %H:%M %Z (UTC%z)"),
         "clinic_name": config["CLINIC_NAME"],
+        "minimal": minimal,
+        "message_to": message_to(),
+        "retention_days": config["RETENTION_DAYS"],
     }
     # Only the validated name and address reach a header: recipients and sender come from the
     # configuration alone, whatever the visitor sent.

@@ -79,7 +79,7 @@ def _send_batch(
                 continue  # another worker has it now
             inboxes = _inboxes_waiting(enquiry)
             try:
-                email = _build(sealing.opened(enquiry, sealing.current_keys()))
+                emails = _build(sealing.opened(enquiry, sealing.current_keys()), inboxes)
             except sealing.MissingKey as error:
                 # The settings', not the enquiry's: every enquiry sealed to that key waits.
                 _pause(server, smtp.Failure("keys", False, str(error)), batch[index:], heartbeat)
@@ -88,25 +88,19 @@ def _send_batch(
                 with heartbeat.finishing(enquiry):
                     record_failure(enquiry, _own_failure(error, enquiry))
                 continue
-            if not inboxes:  # every inbox has it, or refused it for good, already
-                with heartbeat.finishing(enquiry):
-                    sent += _record_sent(enquiry, smtp.Sent(()))
-                continue
             try:
-                if session is None or not session.usable:
-                    if session is not None:
-                        session.close()
-                    session = smtp.open_session()
-                outcome = session.send(email, inboxes)
-            except smtp.StepFailed as error:
-                if error.failure.of_destination:
-                    _pause(server, error.failure, batch[index:], heartbeat)
-                    break
+                outcome = smtp.Sent(())
+                for email, group in emails:
+                    if session is None or not session.usable:
+                        if session is not None:
+                            session.close()
+                        session = smtp.open_session()
+                    outcome = outcome.merged(_transaction(session, email, group))
+            except smtp.StepFailed as error:  # the server's own: only those are raised
+                _pause(server, error.failure, batch[index:], heartbeat)
+                break
+            if emails:
                 server = _recovered(server)
-                with heartbeat.finishing(enquiry):
-                    record_failure(enquiry, error.failure)
-                continue
-            server = _recovered(server)
             with heartbeat.finishing(enquiry):
                 if _record_sent(enquiry, outcome):
                     sent += 1
@@ -119,14 +113,24 @@ def _send_batch(
 def _inboxes_waiting(enquiry: Enquiry) -> list[str]:
     # An inbox that has the email, or refused it for good, is not sent it again.
     done = {*enquiry.inboxes_delivered(), *enquiry.inboxes_refused()}
-    return [inbox for inbox in message.recipients() if inbox not in done]
+    return [inbox for inbox in message.every_inbox() if inbox not in done]
 
 
-def _build(enquiry: Enquiry) -> Message:
-    email = message.build_message(enquiry)
-    if email.has_bad_headers():
+def _build(enquiry: Enquiry, inboxes: list[str]) -> list[tuple[Message, list[str]]]:
+    emails = message.emails_for(enquiry, inboxes)
+    if any(email.has_bad_headers() for email, _ in emails):
         raise BadHeaderError
-    return email
+    return emails
+
+
+def _transaction(session: smtp.Session, email: Message, inboxes: list[str]) -> smtp.Sent:
+    """Send one email; a failure of this message is a refusal by each of its inboxes."""
+    try:
+        return session.send(email, inboxes)
+    except smtp.StepFailed as error:
+        if error.failure.of_destination:
+            raise
+        return smtp.Sent((), dict.fromkeys(inboxes, error.failure))
 
 
 def _own_failure(error: BaseException, enquiry: Enquiry) -> smtp.Failure:

@@ -52,6 +52,10 @@ class Sent:
     accepted: tuple[str, ...]
     refused: dict[str, Failure] = field(default_factory=dict)
 
+    def merged(self, other: Sent) -> Sent:
+        """This outcome and another transaction's of the same enquiry."""
+        return Sent(self.accepted + other.accepted, {**self.refused, **other.refused})
+
 
 def tls_context() -> ssl.SSLContext:
     """A context that verifies the server's certificate (optionally against MAIL_TLS_CA_FILE)."""
