@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 from flask.cli import AppGroup
 
-from ..store import lifecycle, queries, sealing
+from ..store import audit, lifecycle, queries, sealing
+from .operator import who
 
 keys_cli = AppGroup("keys", help="The key pair that seals patients' enquiries at rest.")
 BATCH = 500
@@ -46,6 +47,7 @@ def reseal_command() -> None:
             values = {name: getattr(plain, name) for name in sealing.FIELDS}
             row = sealing.sealed_row({"id": enquiry.id, **values}, keys)
             resealed += lifecycle.reseal(enquiry, row)
+    audit.record(who(), "reseal", detail=f"{resealed} enquiries to key {keys.public_id}")
     click.echo(f"Sealed {resealed} enquiries to key {keys.public_id}.")
     if unreadable:
         raise click.ClickException(

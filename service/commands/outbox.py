@@ -15,10 +15,11 @@ from flask.cli import AppGroup
 from ..delivery import retention
 from ..delivery.worker import Worker
 from ..ops import metrics
-from ..store import lifecycle, queries, sealing
+from ..store import audit, lifecycle, queries, sealing
 from ..store.engine import store
 from ..store.lifecycle import STATES
 from ..store.models import Enquiry
+from .operator import who
 
 outbox_cli = AppGroup("outbox", help="Deliver, inspect and repair the outbox of enquiries.")
 
@@ -111,6 +112,7 @@ def show_command(enquiry_id: str) -> None:
     row = queries.get(enquiry_id)
     if row is None:
         raise click.ClickException(f"No enquiry {enquiry_id}.")
+    audit.record(who(), "show", [enquiry_id])
     note = None
     try:
         row = sealing.opened(row, sealing.current_keys())
@@ -135,9 +137,11 @@ def retry_command(enquiry_ids: tuple[str, ...], all_failed: bool, all_refused: b
         raise click.UsageError("Name enquiry ids, or pass --all-failed or --all-refused.")
     if enquiry_ids:
         count = lifecycle.requeue(list(enquiry_ids))
+        audit.record(who(), "retry", list(enquiry_ids))
     else:
         count = lifecycle.requeue(refused=True) if all_refused else 0
         count += lifecycle.requeue() if all_failed else 0
+        audit.record(who(), "retry", detail=f"{count} enquiries (--all)")
     click.echo(f"Queued {count} enquiries again.")
 
 
@@ -157,6 +161,7 @@ def held_command(limit: int) -> None:
 def release_command(enquiry_ids: tuple[str, ...]) -> None:
     """Deliver held enquiries after all: a person has read them and they are real."""
     count = lifecycle.release_held(list(enquiry_ids))
+    audit.record(who(), "release", list(enquiry_ids))
     click.echo(f"Released {count} held enquiries for delivery.")
     _fail_unless_all_held(count, enquiry_ids)
 
@@ -166,6 +171,7 @@ def release_command(enquiry_ids: tuple[str, ...]) -> None:
 def discard_command(enquiry_ids: tuple[str, ...]) -> None:
     """Erase held enquiries now: a person has read them and they are spam."""
     count = lifecycle.discard(list(enquiry_ids))
+    audit.record(who(), "discard", list(enquiry_ids))
     click.echo(f"Erased {count} held enquiries.")
     _fail_unless_all_held(count, enquiry_ids)
 
@@ -180,6 +186,7 @@ def _fail_unless_all_held(count: int, enquiry_ids: tuple[str, ...]) -> None:
 def forget_command(enquiry_ids: tuple[str, ...]) -> None:
     """Erase the personal data of dead letters now (after forwarding them by hand, say)."""
     count = lifecycle.erase_failed(enquiry_ids=list(enquiry_ids))
+    audit.record(who(), "forget", list(enquiry_ids))
     if count:
         store.fold_in_log()
     click.echo(f"Erased the personal data of {count} dead letters.")
@@ -187,6 +194,18 @@ def forget_command(enquiry_ids: tuple[str, ...]) -> None:
         raise click.ClickException(
             "Some ids are not dead letters with personal data (see `flask outbox list`)."
         )
+
+
+@outbox_cli.command("audit")
+@click.option("--limit", default=100, show_default=True)
+def audit_command(limit: int) -> None:
+    """What people did to enquiries, newest first: when, who, what, which id (kept a year)."""
+    rows = audit.entries(limit)
+    if not rows:
+        click.echo("No audit entries.")
+    for row in rows:
+        target = row.enquiry_id or row.detail or "-"
+        click.echo(f"{row.at:%Y-%m-%d %H:%M:%S}Z  {row.actor}  {row.action}  {target}")
 
 
 @outbox_cli.command("purge")
@@ -199,7 +218,9 @@ def purge_command(older_than: str | None) -> None:
         age = timedelta(days=current_app.config["RETENTION_DAYS"])
     else:
         age = _parse_age(older_than)
-    click.echo(f"Erased the personal data of {retention.erase_delivered(age)} delivered enquiries.")
+    erased = retention.erase_delivered(age)
+    audit.record(who(), "purge", detail=f"{erased} delivered enquiries older than {age}")
+    click.echo(f"Erased the personal data of {erased} delivered enquiries.")
 
 
 def _parse_age(text: str) -> timedelta:

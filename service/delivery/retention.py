@@ -7,11 +7,14 @@ from datetime import timedelta
 
 from flask import Flask
 
-from ..store import lifecycle
+from ..store import audit, lifecycle
 from ..store.engine import store
 from .catcher import erase_caught
 
 logger = logging.getLogger(__name__)
+
+# The audit log holds no personal data, and a year of it answers "who read this, and when".
+AUDIT_KEPT = timedelta(days=365)
 
 
 def erase_delivered(older_than: timedelta) -> int:
@@ -47,6 +50,7 @@ def erase_everything_due(app: Flask) -> None:
     erase_delivered(timedelta(days=config["RETENTION_DAYS"]))
     erase_failed(timedelta(days=config["FAILED_RETENTION_DAYS"]))
     erase_held(timedelta(days=config["HELD_RETENTION_DAYS"]))
+    audit.forget_before(lifecycle.utcnow() - AUDIT_KEPT)
     caught = erase_caught(app, timedelta(days=config["RETENTION_DAYS"]))
     if caught:
         logger.info("retention: erased %d emails the development mail catcher saved", caught)

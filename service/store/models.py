@@ -119,6 +119,20 @@ class HeldDigest(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class AuditEntry(Base):
+    """Who did what to which enquiry, and when; never any personal data."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    # The operating-system user who ran a command, or "digest link".
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(20))
+    enquiry_id: Mapped[str | None] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(String(200))
+
+
 class UsedCaptcha(Base):
     """A captcha solution that has been accepted once, kept until its challenge expires."""
 

@@ -9,7 +9,7 @@ from flask import Blueprint, render_template
 from werkzeug.wrappers import Response
 
 from ..delivery import held_links
-from ..store import lifecycle, queries
+from ..store import audit, lifecycle, queries
 
 bp = Blueprint("held", __name__)
 logger = logging.getLogger(__name__)
@@ -44,5 +44,6 @@ def release(token: str) -> tuple[str, int]:
     enquiry_id = held_links.read(token)
     if enquiry_id is None or lifecycle.release_held([enquiry_id]) != 1:
         return render_template("held.html", gone=GONE), 404
+    audit.record(audit.DIGEST_LINK, "release", [enquiry_id])
     logger.info("held enquiry %s released from the digest's link", enquiry_id)
     return render_template("held.html", released=True), 200

@@ -1,4 +1,5 @@
-"""Room for an enquiry's personal fields sealed to a public key, and that key's id.
+"""Room for an enquiry's personal fields sealed to a public key, and that key's id; and the
+audit log of what people did to enquiries.
 
 Revision ID: 0004
 Revises: 0003
@@ -7,6 +8,8 @@ Create Date: 2026-12-01
 
 import sqlalchemy as sa
 from alembic import op
+
+from service.store.models import UTCDateTime
 
 revision = "0004"
 down_revision = "0003"
@@ -19,10 +22,20 @@ def upgrade() -> None:
     with op.batch_alter_table("enquiries") as batch:
         batch.add_column(sa.Column("sealed", sa.Text()))
         batch.add_column(sa.Column("sealed_to", sa.String(16)))
+    op.create_table(
+        "audit_log",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("at", UTCDateTime(), nullable=False, index=True),
+        sa.Column("actor", sa.String(100), nullable=False),
+        sa.Column("action", sa.String(20), nullable=False),
+        sa.Column("enquiry_id", sa.String(32)),
+        sa.Column("detail", sa.String(200)),
+    )
 
 
 def downgrade() -> None:
     """Drop them (sealed enquiries lose their fields: reseal them in plain text first)."""
+    op.drop_table("audit_log")
     with op.batch_alter_table("enquiries") as batch:
         batch.drop_column("sealed_to")
         batch.drop_column("sealed")
