@@ -47,6 +47,7 @@ ENVIRONMENT_SETTINGS: dict[str, type] = {
     "SEAL_PRIVATE_KEY": str,
     "SEAL_AT_REST": bool,
     "NOTIFY_CONTENT": str,
+    "ALERT_TO": str,
     "NOTIFY_MESSAGE_TO": str,
     "TRUSTED_PROXIES": int,
     "STUCK_AFTER": int,
@@ -178,6 +179,9 @@ class Config:
     LOG_STREAM = "stderr"  # wsgi.py makes it stdout for the web service
     # /readyz fails when the oldest pending enquiry has waited longer than this (seconds).
     STUCK_AFTER = 15 * 60
+    # An address that gets one email for a dead letter, a queue stuck past STUCK_AFTER, and its
+    # recovery (at most one an hour for each); none by default.
+    ALERT_TO = ""
     # /metrics answers only with "Authorization: Bearer <METRICS_TOKEN>"; unset, it is closed.
     METRICS_TOKEN = ""
     # `flask outbox work` serves its own /metrics (same token rule) on this port; 0: none.

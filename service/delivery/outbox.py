@@ -18,7 +18,7 @@ from ..ops import metrics
 from ..ops.logs import frames
 from ..store import destination, lifecycle, queries, sealing
 from ..store.models import Enquiry
-from . import message, smtp
+from . import alerting, message, smtp
 from .heartbeat import Heartbeat
 
 logger = logging.getLogger(__name__)
@@ -242,6 +242,7 @@ def record_failure(
             return None  # some inbox has it: the caller records it sent, with the refusals
         if lifecycle.give_up(enquiry, failure.reason, refused):
             metrics.count_delivery("dead_letter")
+            alerting.dead_letter(enquiry.id, failure.reason)
             why = "permanent failure" if failure.permanent else "gave up after retrying"
             logger.error(
                 "enquiry %s is a dead letter (%s, attempt %d): %s; "

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 from flask import Flask
 
-from ..store import used_captchas
-from . import digest, outbox, retention
+from ..store import queries, used_captchas
+from . import alerting, digest, outbox, retention
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ class Worker:
         self.stopping = threading.Event()
         self._wake = threading.Event()
         self._last_housekeeping = 0.0
+        self._last_watch = -60.0
 
     def wake(self) -> None:
         """Ask the worker to look at the outbox now rather than at its next poll."""
@@ -56,6 +57,7 @@ class Worker:
         total = 0
         with self.app.app_context():
             self._housekeeping()
+            self._watch_for_a_stuck_queue()
             while not self.stopping.is_set():
                 self._yield_to_requests()
                 sent = outbox.deliver(self.id, self.stopping.is_set)
@@ -87,6 +89,17 @@ class Worker:
 
     def _more_due(self) -> bool:
         return outbox.has_work()
+
+    def _watch_for_a_stuck_queue(self) -> None:
+        # At most once a minute: a look at the oldest waiting enquiry, for the operator's alert.
+        if not self.app.config["ALERT_TO"] or time.monotonic() - self._last_watch < 60:
+            return
+        self._last_watch = time.monotonic()
+        waited = queries.status().oldest_pending_seconds
+        if waited is not None and waited > self.app.config["STUCK_AFTER"]:
+            alerting.stuck(waited)
+        else:
+            alerting.recovered()
 
     def _housekeeping(self) -> None:
         # Once a day: the retention purge and the expired captcha records.

@@ -133,6 +133,15 @@ class AuditEntry(Base):
     detail: Mapped[str | None] = mapped_column(String(200))
 
 
+class Alert(Base):
+    """When the operator was last alerted of one cause: at most one email an hour each."""
+
+    __tablename__ = "alerts"
+
+    cause: Mapped[str] = mapped_column(String(20), primary_key=True)
+    last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class UsedCaptcha(Base):
     """A captcha solution that has been accepted once, kept until its challenge expires."""
 

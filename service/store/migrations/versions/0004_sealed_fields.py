@@ -1,5 +1,5 @@
 """Room for an enquiry's personal fields sealed to a public key, and that key's id; and the
-audit log of what people did to enquiries.
+audit log of what people did to enquiries, and when each alert to the operator last went.
 
 Revision ID: 0004
 Revises: 0003
@@ -31,10 +31,17 @@ def upgrade() -> None:
         sa.Column("enquiry_id", sa.String(32)),
         sa.Column("detail", sa.String(200)),
     )
+    alerts = op.create_table(
+        "alerts",
+        sa.Column("cause", sa.String(20), primary_key=True),
+        sa.Column("last_sent_at", UTCDateTime()),
+    )
+    op.bulk_insert(alerts, [{"cause": c} for c in ("dead_letter", "stuck", "recovered")])
 
 
 def downgrade() -> None:
     """Drop them (sealed enquiries lose their fields: reseal them in plain text first)."""
+    op.drop_table("alerts")
     op.drop_table("audit_log")
     with op.batch_alter_table("enquiries") as batch:
         batch.drop_column("sealed_to")
