@@ -23,6 +23,14 @@ from tests.smtp_server import SMTPTestServer
 # A key pair for the tests that run production's settings: enquiries are sealed at rest there.
 SEAL_PUBLIC_KEY, SEAL_PRIVATE_KEY = sealing.generate()
 SEAL_KEYS = {"SEAL_PUBLIC_KEY": SEAL_PUBLIC_KEY, "SEAL_PRIVATE_KEY": SEAL_PRIVATE_KEY}
+# What production cannot start without (the sealing keys aside).
+PRODUCTION = {
+    "SERVICE_ENV": "production",
+    "SECRET_KEY": "s3cret",
+    "CLINIC_INBOX": "front-desk@clinic.example",
+    "MAIL_SERVER": "127.0.0.1",
+    "MAIL_DEFAULT_SENDER": "forms@clinic.example",
+}
 
 
 def enqueue(client: FlaskClient, **overrides: str) -> str:

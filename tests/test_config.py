@@ -4,16 +4,10 @@ import pytest
 
 from config import ConfigurationError, config_class, read_environment
 from service import create_app
+from tests.support import PRODUCTION as PRODUCTION_SETTINGS
 from tests.support import SEAL_KEYS
 
-PRODUCTION = {
-    "SERVICE_ENV": "production",
-    "SECRET_KEY": "s3cret",
-    "CLINIC_INBOX": "front-desk@clinic.example",
-    "MAIL_SERVER": "127.0.0.1",
-    "MAIL_DEFAULT_SENDER": "forms@clinic.example",
-    **SEAL_KEYS,
-}
+PRODUCTION = {**PRODUCTION_SETTINGS, **SEAL_KEYS}
 
 
 @pytest.mark.parametrize(

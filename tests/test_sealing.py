@@ -19,7 +19,7 @@ from service import create_app
 from service.store import sealing
 from tests.conftest import VALID, deliver_all, solve_captcha
 from tests.smtp_server import SMTPTestServer
-from tests.support import AppFactory, change, load, make_due, smtp_health
+from tests.support import PRODUCTION, AppFactory, change, load, make_due, smtp_health
 
 CANARY = {
     "name": "Canary-Name-5e1d",
@@ -187,15 +187,6 @@ def test_keys_generate_prints_a_pair_that_works(make_app: AppFactory) -> None:
     keys = sealing.load(public, private)
     assert keys.public_id in keys.private
     assert "apart from the database" in result.stderr
-
-
-PRODUCTION = {
-    "SERVICE_ENV": "production",
-    "SECRET_KEY": "s3cret",
-    "CLINIC_INBOX": "front-desk@clinic.example",
-    "MAIL_SERVER": "127.0.0.1",
-    "MAIL_DEFAULT_SENDER": "forms@clinic.example",
-}
 
 
 def test_production_without_a_public_key_stops_unless_told_otherwise(

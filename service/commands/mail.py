@@ -28,11 +28,7 @@ def send_test_email(address: str) -> None:
         body="This is a test from the contact-form service. If you can read it, SMTP works.",
     )
     try:
-        session = smtp.open_session()
-        try:
-            sent = session.send(message, [address])
-        finally:
-            session.close()
+        sent = smtp.send_one(message, [address])
     except smtp.StepFailed as error:
         _fail(error.failure)
     for failure in sent.refused.values():

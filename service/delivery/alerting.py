@@ -65,11 +65,7 @@ def _send(cause: str, subject: str, body: str) -> bool:
         extra_headers={"Auto-Submitted": "auto-generated"},
     )
     try:
-        session = smtp.open_session()
-        try:
-            sent = session.send(alert, [address])
-        finally:
-            session.close()
+        sent = smtp.send_one(alert, [address])
     except smtp.StepFailed as error:
         logger.warning("alert (%s) not sent: %s", cause, error.failure.reason)
         return False

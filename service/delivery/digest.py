@@ -50,11 +50,7 @@ def send_daily() -> bool:
         extra_headers={"Auto-Submitted": "auto-generated"},
     )
     try:
-        session = smtp.open_session()
-        try:
-            outcome = session.send(digest, message.recipients())
-        finally:
-            session.close()
+        outcome = smtp.send_one(digest, message.recipients())
     except smtp.StepFailed as error:
         held_digests.give_back(claim)
         logger.warning("held digest not sent (%s); trying again later", error.failure.reason)

@@ -156,6 +156,15 @@ def open_session() -> Session:
     return Session(host)
 
 
+def send_one(message: Message, recipients: Sequence[str]) -> Sent:
+    """Open a connection, send one email, close it: for the odd email outside the outbox."""
+    session = open_session()
+    try:
+        return session.send(message, recipients)
+    finally:
+        session.close()
+
+
 def reply_failure(step: str, code: int) -> Failure:
     """What a refusing reply code means at a step; only the code, never the server's words."""
     # The server's words may quote the message, and so the visitor.
