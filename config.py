@@ -48,6 +48,9 @@ ENVIRONMENT_SETTINGS: dict[str, type] = {
     "SEAL_AT_REST": bool,
     "NOTIFY_CONTENT": str,
     "ALERT_TO": str,
+    "AUTORESPONDER": bool,
+    "AUTORESPONDER_SUBJECT": str,
+    "AUTORESPONDER_TEXT": str,
     "NOTIFY_MESSAGE_TO": str,
     "TRUSTED_PROXIES": int,
     "STUCK_AFTER": int,
@@ -195,6 +198,16 @@ class Config:
     # reach them, the message going to NOTIFY_MESSAGE_TO (if set) or staying in the store.
     NOTIFY_CONTENT = "full"
     NOTIFY_MESSAGE_TO = ""
+    # A confirmation to the patient: this fixed text (only {name} and {clinic} are filled in),
+    # at most one per address a day, never for a held enquiry.
+    AUTORESPONDER = False
+    AUTORESPONDER_SUBJECT = "We have received your message"
+    AUTORESPONDER_TEXT = (
+        "Dear {name},\n\n"
+        "Thank you for writing to {clinic}. We have received your message and will get back to "
+        "you as soon as we can.\n\n"
+        "This is an automatic reply. If your message is urgent, please call us."
+    )
     SEAL_PUBLIC_KEY = ""
     SEAL_PRIVATE_KEY = ""
     # The service's public base URL (https://forms.clinic.example): its own origin for the page

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import string
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -66,6 +67,7 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
             raise ConfigurationError(f"{name} must be a whole number above 0.")
     if app.config["NOTIFY_CONTENT"] not in {"full", "minimal"}:
         raise ConfigurationError("NOTIFY_CONTENT must be 'full' or 'minimal'.")
+    check_autoresponder(app.config)
     captcha.check_config(app.config)
     check_timezone(app.config["CLINIC_TIMEZONE"])
     app.config["ALLOWED_ORIGINS"] = origins.parse(app.config["ALLOWED_ORIGINS"])
@@ -110,6 +112,24 @@ def _development_keys(app: Flask) -> tuple[str, str]:
         with os.fdopen(fd, "w", encoding="ascii") as handle:
             handle.write(f"{public}\n{private}\n")
         return public, private
+
+
+def check_autoresponder(config: Any) -> None:
+    """Stop start-up on a confirmation text that asks for more than {name} and {clinic}."""
+    # Anything else could put words into a stranger's inbox, or fail on the first patient.
+    for setting in ("AUTORESPONDER_SUBJECT", "AUTORESPONDER_TEXT"):
+        try:
+            parsed = string.Formatter().parse(config[setting])
+            fields = {field for _, field, _, _ in parsed if field is not None}
+        except ValueError as error:
+            raise ConfigurationError(f"{setting} is not a valid text: {error}.") from None
+        unknown = fields - {"name", "clinic"}
+        if unknown:
+            raise ConfigurationError(
+                f"{setting} may use {{name}} and {{clinic}} only, not "
+                + ", ".join(f"{{{field}}}" for field in sorted(unknown))
+                + "."
+            )
 
 
 def check_timezone(name: str) -> None:

@@ -47,6 +47,24 @@ def emails_for(enquiry: Enquiry, inboxes: list[str]) -> list[tuple[Message, list
     return emails
 
 
+def confirmation(enquiry: Enquiry) -> tuple[Message, str]:
+    """The patient's confirmation (AUTORESPONDER): the settings' fixed text, their name and the
+    clinic's, none of their own words; and the address it goes to."""
+    config = current_app.config
+    values = {"name": enquiry.name or "", "clinic": config["CLINIC_NAME"]}
+    address = ascii_email(enquiry.email or "")
+    reply = EnquiryMessage(
+        subject=config["AUTORESPONDER_SUBJECT"].format(**values),
+        recipients=[address],
+        sender=config["MAIL_DEFAULT_SENDER"],
+        reply_to=recipients()[0],
+        body=config["AUTORESPONDER_TEXT"].format(**values),
+        extra_headers={"Auto-Submitted": "auto-replied"},
+    )
+    reply.msgId = enquiry.message_id.replace("@", ".confirmation@", 1)
+    return reply, address
+
+
 def build_message(enquiry: Enquiry, minimal: bool = False) -> Message:
     """Build the clinic's email for an enquiry; only Reply-To and Subject carry its data.
 

@@ -23,6 +23,9 @@ from .heartbeat import Heartbeat
 
 logger = logging.getLogger(__name__)
 
+# How the patient's confirmation is named in an outcome: never their address.
+PATIENT = "patient"
+
 
 def backoff(attempts: int) -> timedelta:
     """Delay before the next try: the base, doubled per failed attempt, capped."""
@@ -79,7 +82,8 @@ def _send_batch(
                 continue  # another worker has it now
             inboxes = _inboxes_waiting(enquiry)
             try:
-                emails = _build(sealing.opened(enquiry, sealing.current_keys()), inboxes)
+                readable = sealing.opened(enquiry, sealing.current_keys())
+                emails = _build(readable, inboxes)
             except sealing.MissingKey as error:
                 # The settings', not the enquiry's: every enquiry sealed to that key waits.
                 _pause(server, smtp.Failure("keys", False, str(error)), batch[index:], heartbeat)
@@ -88,21 +92,25 @@ def _send_batch(
                 with heartbeat.finishing(enquiry):
                     record_failure(enquiry, _own_failure(error, enquiry))
                 continue
+            confirmation: smtp.Sent | None = None
             try:
                 outcome = smtp.Sent(())
                 for email, group in emails:
-                    if session is None or not session.usable:
-                        if session is not None:
-                            session.close()
-                        session = smtp.open_session()
+                    session = _ready(session)
                     outcome = outcome.merged(_transaction(session, email, group))
+                # The patient is told only once the clinic has the enquiry.
+                if readable.autoreply == "due" and (
+                    enquiry.inboxes_delivered() or outcome.accepted
+                ):
+                    session = _ready(session)
+                    confirmation = _confirm(session, readable)
             except smtp.StepFailed as error:  # the server's own: only those are raised
                 _pause(server, error.failure, batch[index:], heartbeat)
                 break
-            if emails:
+            if emails or confirmation:
                 server = _recovered(server)
             with heartbeat.finishing(enquiry):
-                if _record_sent(enquiry, outcome):
+                if _record_sent(enquiry, outcome, confirmation):
                     sent += 1
     finally:
         if session is not None:
@@ -121,6 +129,27 @@ def _build(enquiry: Enquiry, inboxes: list[str]) -> list[tuple[Message, list[str
     if any(email.has_bad_headers() for email, _ in emails):
         raise BadHeaderError
     return emails
+
+
+def _ready(session: smtp.Session | None) -> smtp.Session:
+    """The open connection, or a new one if there is none or it is no longer usable."""
+    if session is not None and session.usable:
+        return session
+    if session is not None:
+        session.close()
+    return smtp.open_session()
+
+
+def _confirm(session: smtp.Session, enquiry: Enquiry) -> smtp.Sent:
+    """Send the patient their confirmation; its outcome under the label PATIENT."""
+    try:
+        email, address = message.confirmation(enquiry)
+    except ValueError:  # an address with no ASCII form: nothing a server could take
+        return smtp.Sent((), {PATIENT: smtp.Failure("RCPT", True, "no usable address")})
+    sent = _transaction(session, email, [address])
+    if sent.accepted:
+        return smtp.Sent((PATIENT,))
+    return smtp.Sent((), {PATIENT: sent.refused[address]})
 
 
 def _transaction(session: smtp.Session, email: Message, inboxes: list[str]) -> smtp.Sent:
@@ -190,8 +219,25 @@ def _recovered(server: destination.Health) -> destination.Health:
     return destination.Health()
 
 
-def _record_sent(enquiry: Enquiry, outcome: smtp.Sent) -> bool:
+def _confirmation_outcome(confirmation: smtp.Sent | None) -> tuple[str | None, str | None]:
+    """The confirmation's new state (None: unchanged), and why it waits, if it does."""
+    if confirmation is None:
+        return None, None
+    if confirmation.accepted:
+        return "sent", None
+    failure = confirmation.refused[PATIENT]
+    if failure.permanent:
+        # The patient's own address, not the clinic's inbox: nothing for the clinic to fix.
+        logger.info("the confirmation to the patient was refused for good (%s)", failure.reason)
+        return "refused", None
+    return None, failure.reason
+
+
+def _record_sent(
+    enquiry: Enquiry, outcome: smtp.Sent, confirmation: smtp.Sent | None = None
+) -> bool:
     """Record a transaction's outcome per inbox; True if the enquiry is now delivered."""
+    autoreply, confirmation_waits = _confirmation_outcome(confirmation)
     delivered = sorted({*enquiry.inboxes_delivered(), *outcome.accepted})
     refused = enquiry.inboxes_refused() | {
         inbox: failure.reason for inbox, failure in outcome.refused.items() if failure.permanent
@@ -203,12 +249,21 @@ def _record_sent(enquiry: Enquiry, outcome: smtp.Sent) -> bool:
             total = len(delivered) + len(refused) + len(waiting)
             reasons += f" for {len(refused) + len(waiting)} of {total} inboxes"
         failure = smtp.Failure("RCPT", not waiting, reasons)
-        retry_at = record_failure(enquiry, failure, delivered, refused)
+        retry_at = record_failure(enquiry, failure, delivered, refused, autoreply)
         if retry_at is not None or not delivered:
             return False
         # Given up on the inboxes that kept refusing: the others have it; record them refused.
         refused |= {inbox: f"gave up after retrying: {f.reason}" for inbox, f in waiting.items()}
-    if not lifecycle.mark_sent(enquiry, delivered, refused):
+        autoreply = "refused" if confirmation_waits else autoreply
+    elif confirmation_waits:
+        # Every inbox has it; only the patient's confirmation waits, and is tried again.
+        failure = smtp.Failure(
+            "RCPT", False, f"the confirmation to the patient: {confirmation_waits}"
+        )
+        if record_failure(enquiry, failure, delivered, refused) is not None:
+            return False
+        autoreply = "refused"  # given up on it: the clinic has the enquiry
+    if not lifecycle.mark_sent(enquiry, delivered, refused, autoreply):
         return False
     metrics.count_delivery("sent")
     logger.info("enquiry %s delivered (attempt %d)", enquiry.id, enquiry.attempts + 1)
@@ -232,6 +287,7 @@ def record_failure(
     failure: smtp.Failure,
     delivered: Sequence[str] | None = None,
     refused: Mapping[str, str] | None = None,
+    autoreply: str | None = None,
 ) -> datetime | None:
     """Schedule a retry, or make the enquiry a dead letter; return the retry time, if any."""
     now = lifecycle.utcnow()
@@ -254,7 +310,7 @@ def record_failure(
             )
         return None
     retry_at = now + backoff(enquiry.attempts + 1)
-    if lifecycle.retry_later(enquiry, retry_at, failure.reason, delivered, refused):
+    if lifecycle.retry_later(enquiry, retry_at, failure.reason, delivered, refused, autoreply):
         metrics.count_delivery("retry")
         logger.warning(
             "enquiry %s not delivered (attempt %d): %s; next try at %s",

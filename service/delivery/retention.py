@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from flask import Flask
 
-from ..store import audit, lifecycle
+from ..store import audit, autoreplies, lifecycle
 from ..store.engine import store
 from .catcher import erase_caught
 
@@ -51,6 +51,8 @@ def erase_everything_due(app: Flask) -> None:
     erase_failed(timedelta(days=config["FAILED_RETENTION_DAYS"]))
     erase_held(timedelta(days=config["HELD_RETENTION_DAYS"]))
     audit.forget_before(lifecycle.utcnow() - AUDIT_KEPT)
+    # A day's claims of a confirmation are spent once the day is over (in any time zone).
+    autoreplies.forget_before(lifecycle.utcnow() - timedelta(days=2))
     caught = erase_caught(app, timedelta(days=config["RETENTION_DAYS"]))
     if caught:
         logger.info("retention: erased %d emails the development mail catcher saved", caught)

@@ -9,12 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email.utils import parseaddr
+from zoneinfo import ZoneInfo
 
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from ..ops import metrics
-from ..store import lifecycle, queries, sealing
+from ..store import autoreplies, lifecycle, queries, sealing
 from ..store.engine import store
 from ..store.models import Enquiry
 from . import captcha, validation
@@ -120,6 +121,16 @@ def _refused_or_repeated(
     return Outcome(earlier.id, repeated=True)
 
 
+def _confirmation_wanted() -> bool:
+    return bool(current_app.config["AUTORESPONDER"])
+
+
+def _confirmation_key(fields: EnquiryFields) -> str:
+    config = current_app.config
+    day = lifecycle.utcnow().astimezone(ZoneInfo(config["CLINIC_TIMEZONE"])).strftime("%Y-%m-%d")
+    return autoreplies.digest(config["SECRET_KEY"], fields["email"], day)
+
+
 def hold(posted: Mapping[str, str | None], trap: str, route: str) -> str:
     """Keep a trapped submission for a person to review; return an id that looks like any other."""
     checked = validation.check_fields(posted, current_app.config["PHONE_DEFAULT_REGION"])
@@ -165,8 +176,12 @@ def accept(
     """Commit the enquiry to the outbox and mark its captcha used (CaptchaReplayed if taken)."""
     values = _row(fields, key)
     with store.writing() as connection:
-        # The enquiry first: a twin with the same idempotency key fails here, before its captcha
-        # is marked used in Redis, which no rollback could undo.
+        # One confirmation per address a day: claimed in this transaction, so a twin that fails
+        # below takes its claim back with it.
+        if _confirmation_wanted() and autoreplies.claim(connection, _confirmation_key(fields)):
+            values["autoreply"] = "due"
+        # The enquiry before the captcha: a twin with the same idempotency key fails here,
+        # before its captcha is marked used in Redis, which no rollback could undo.
         enquiry = lifecycle.queue(connection, values)
         if solution is not None and not replay.consume(connection, solution):
             raise CaptchaReplayed()

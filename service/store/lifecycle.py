@@ -315,6 +315,7 @@ def mark_sent(
     enquiry: Enquiry,
     delivered: Sequence[str] | None = None,
     refused: Mapping[str, str] | None = None,
+    autoreply: str | None = None,
 ) -> bool:
     """Record that the SMTP server accepted the enquiry's email; False if the claim was lost."""
     return _end_attempt(
@@ -324,7 +325,13 @@ def mark_sent(
         lease_expires_at=None,
         last_error=None,
         **_inboxes(delivered, refused),
+        **_confirmation(autoreply),
     )
+
+
+def _confirmation(autoreply: str | None) -> dict[str, Any]:
+    # The confirmation to the patient changes with the attempt that sent (or refused) it.
+    return {"autoreply": autoreply} if autoreply is not None else {}
 
 
 def retry_later(
@@ -333,6 +340,7 @@ def retry_later(
     error: str,
     delivered: Sequence[str] | None = None,
     refused: Mapping[str, str] | None = None,
+    autoreply: str | None = None,
 ) -> bool:
     """Put a claimed enquiry back in the queue, due at `at`; False if the claim was lost."""
     return _end_attempt(
@@ -342,6 +350,7 @@ def retry_later(
         lease_expires_at=None,
         last_error=error[:500],
         **_inboxes(delivered, refused),
+        **_confirmation(autoreply),
     )
 
 

@@ -72,6 +72,8 @@ class Enquiry(Base):
     # for good with the reason: JSON, written by the lifecycle module. A retry goes only to the
     # inboxes in neither.
     delivered_to: Mapped[str | None] = mapped_column(Text)
+    # The confirmation to the patient (AUTORESPONDER): None, or "due", "sent", "refused".
+    autoreply: Mapped[str | None] = mapped_column(String(16))
     # The spam trap that caught it (held until a person releases it), kept once released so
     # that the email can say so.
     held_reason: Mapped[str | None] = mapped_column(String(50))
@@ -140,6 +142,15 @@ class Alert(Base):
 
     cause: Mapped[str] = mapped_column(String(20), primary_key=True)
     last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Autoreply(Base):
+    """A confirmation promised to one patient's address on one day: a keyed digest of both."""
+
+    __tablename__ = "autoreplies"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 class UsedCaptcha(Base):

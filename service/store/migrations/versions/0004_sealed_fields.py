@@ -1,5 +1,6 @@
 """Room for an enquiry's personal fields sealed to a public key, and that key's id; and the
-audit log of what people did to enquiries, and when each alert to the operator last went.
+audit log of what people did to enquiries, when each alert to the operator last went, and the
+confirmations to patients (one per address a day).
 
 Revision ID: 0004
 Revises: 0003
@@ -22,6 +23,12 @@ def upgrade() -> None:
     with op.batch_alter_table("enquiries") as batch:
         batch.add_column(sa.Column("sealed", sa.Text()))
         batch.add_column(sa.Column("sealed_to", sa.String(16)))
+        batch.add_column(sa.Column("autoreply", sa.String(16)))
+    op.create_table(
+        "autoreplies",
+        sa.Column("digest", sa.String(64), primary_key=True),
+        sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
+    )
     op.create_table(
         "audit_log",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
@@ -41,8 +48,10 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Drop them (sealed enquiries lose their fields: reseal them in plain text first)."""
+    op.drop_table("autoreplies")
     op.drop_table("alerts")
     op.drop_table("audit_log")
     with op.batch_alter_table("enquiries") as batch:
+        batch.drop_column("autoreply")
         batch.drop_column("sealed_to")
         batch.drop_column("sealed")

@@ -1,0 +1,45 @@
+"""One confirmation per patient address a day, however many processes take enquiries: the day's
+claim is a keyed digest of the address, so the table holds no address."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import datetime
+from typing import cast
+
+from sqlalchemy import Connection, Table, delete
+from sqlalchemy.dialects import postgresql, sqlite
+
+from .engine import store
+from .lifecycle import utcnow
+from .models import Autoreply
+
+TABLE = cast(Table, Autoreply.__table__)
+COLUMNS = TABLE.c
+
+
+def digest(secret: str | bytes, address: str, day: str) -> str:
+    """The claim's key for this address on this day."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    text = f"autoreply|{address.strip().lower()}|{day}".encode("utf-8", "surrogatepass")
+    return hmac.new(key, text, hashlib.sha256).hexdigest()
+
+
+def claim(connection: Connection, key: str) -> bool:
+    """Claim today's confirmation for an address, in the caller's transaction; False if taken."""
+    dialect = sqlite if connection.dialect.name == "sqlite" else postgresql
+    statement = (
+        dialect.insert(TABLE)
+        .values(digest=key, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=[COLUMNS.digest])
+        .returning(COLUMNS.digest)
+    )
+    # The row that came back says it was inserted (drivers differ on rowcount here).
+    return connection.execute(statement).first() is not None
+
+
+def forget_before(moment: datetime) -> int:
+    """Drop the claims made before `moment` (their day is over); return how many."""
+    with store.writing() as connection:
+        return connection.execute(delete(TABLE).where(COLUMNS.created_at < moment)).rowcount
