@@ -217,3 +217,19 @@ def test_development_seals_to_a_pair_it_keeps_beside_the_database(tmp_path: Path
     app.config.update(SEAL_PUBLIC_KEY="", SEAL_PRIVATE_KEY="")  # as a new process starts
     again = service._seal_keys(app, "DevelopmentConfig")
     assert again.public_id == keys.public_id, "the same pair on every start"
+
+
+def test_idempotency_and_rate_limits_work_on_sealed_enquiries(
+    make_app: AppFactory, pair: tuple[str, str]
+) -> None:
+    app = sealed_app(make_app, pair[0], RATELIMIT_ENABLED=True, RATELIMIT_PER_CLIENT="3 per minute")
+    client = app.test_client()
+    headers = {"Idempotency-Key": "sealed-retry"}
+
+    def send() -> Any:
+        body = {**VALID, **CANARY, "altcha": solve_captcha(client)}
+        return client.post("/api/enquiries", json=body, headers=headers)
+
+    first, again = send(), send()
+    assert first.get_json()["id"] == again.get_json()["id"], "one enquiry, read from no field"
+    assert send().status_code == 202 and send().status_code == 429
