@@ -212,10 +212,20 @@ class _Handler:
         """Require authentication here: aiosmtpd's auth_required warns when TLS is not required."""
         if self._server.auth is not None and not session.authenticated:
             return "530 5.7.0 Authentication required"
+        # Limits some providers set: MAIL commands per connection, or in all.
+        mails = getattr(session, "mails", 0)
+        per_connection = self._server.mail_per_connection
+        if per_connection is not None and mails >= per_connection:
+            return "421 4.7.0 Too many messages on this connection, reconnect"
+        quota = self._server.mail_quota
+        if quota is not None and self._server.mails_accepted >= quota:
+            return "451 4.7.1 Sending quota reached, try again later"
         if self._server.fault == "mail_451":
             return "451 4.3.2 Sender temporarily rejected"
         if self._server.fault == "mail_550":
             return "550 5.7.1 Sender not allowed"
+        session.mails = mails + 1  # type: ignore[attr-defined]
+        self._server.mails_accepted += 1
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 OK"
@@ -374,6 +384,9 @@ class SMTPTestServer:
         self.messages: list[ReceivedMessage] = []
         self.stalled: list[ReceivedMessage] = []  # read in hang_in_data mode, never acknowledged
         self.connections = 0  # TCP connections accepted
+        self.mail_per_connection: int | None = None  # MAIL commands a connection may carry
+        self.mail_quota: int | None = None  # MAIL commands accepted in all, then 451
+        self.mails_accepted = 0
         self.logins = 0  # connections that tried to log in, successfully or not
         self.login_times: list[float] = []  # time.monotonic() of each of those
         # Replies that refuse one recipient at RCPT (address -> reply), or one message after
@@ -441,6 +454,7 @@ class SMTPTestServer:
         self.fault = None
         self.refuse_recipients.clear()
         self.refuse_messages.clear()
+        self.mail_per_connection = self.mail_quota = None
         if self._listener is None:
             self._call(self._listen())
 

@@ -163,13 +163,19 @@ def test_only_a_page_of_the_clinic_or_the_service_is_kept_and_without_its_query(
         assert f"Page:     {kept or 'not known'}" in mail.text
 
 
-def test_the_host_header_does_not_make_a_page_the_services_own(make_app) -> None:
-    app = make_app(SERVICE_URL="https://forms.clinic.example")
+@pytest.mark.parametrize("service_url", ["https://forms.clinic.example", ""])
+def test_the_host_header_does_not_make_a_page_the_services_own(make_app, service_url) -> None:
+    app = make_app(SERVICE_URL=service_url)
     client = app.test_client()
     page = client.get(
         "/contact?page=https://attacker.example/phish", headers={"Host": "attacker.example"}
     ).get_data(as_text=True)
     assert "attacker.example/phish" not in page
+    body = {**VALID, "page": "https://attacker.example/phish", "altcha": solve_captcha(client)}
+    response = client.post("/api/enquiries", json=body, headers={"Host": "attacker.example"})
+    assert response.status_code == 202
+    with app.extensions["store"].sessions() as session:
+        assert session.query(Enquiry).one().page_url is None
 
 
 def test_no_cache_keeps_the_form_or_the_thank_you_page(client: FlaskClient) -> None:

@@ -487,6 +487,36 @@ def test_a_message_whose_reply_never_comes_costs_the_rest_a_new_connection_only(
     assert smtp_health(app).failures == 0
 
 
+def test_a_server_that_limits_messages_per_connection_costs_a_reconnect_not_a_pause(
+    app: Flask, client, smtp_server: SMTPTestServer
+) -> None:
+    ids = [enqueue(client) for _ in range(5)]
+    smtp_server.mail_per_connection = 2  # then 421: reconnect
+    assert deliver_all(app) == 5
+    assert smtp_server.connections == 3 and len(smtp_server.messages) == 5
+    assert smtp_health(app).failures == 0
+    assert {load(app, enquiry_id).attempts for enquiry_id in ids} == {1}
+
+
+def test_the_server_failing_after_one_inbox_took_it_sends_it_to_that_inbox_once(
+    two_inboxes: Flask, smtp_server: SMTPTestServer
+) -> None:
+    app = two_inboxes
+    app.config.update(NOTIFY_CONTENT="minimal", NOTIFY_MESSAGE_TO="records@clinic.example")
+    enquiry_id = enqueue(app.test_client())
+    smtp_server.mail_quota = 1  # the clinic's email goes; then every MAIL gets 451
+    assert deliver_all(app) == 0
+    enquiry = load(app, enquiry_id)
+    assert enquiry.status == "pending"
+    assert enquiry.inboxes_delivered() == sorted([FRONT_DESK, PHYSIO])
+    assert smtp_health(app).failures == 1
+    smtp_server.restore()
+    make_due(app, enquiry_id)
+    assert deliver_all(app) == 1
+    by_inbox = sorted(rcpt for mail in smtp_server.messages for rcpt in mail.rcpt_tos)
+    assert by_inbox == sorted([FRONT_DESK, PHYSIO, "records@clinic.example"]), "each once"
+
+
 def test_an_enquiry_past_the_give_up_window_is_a_dead_letter_on_its_next_transient_fault(
     app: Flask, client, smtp_server: SMTPTestServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -115,21 +115,26 @@ def test_a_web_tier_with_only_the_public_key_stores_but_cannot_show(
     assert f"message: {CANARY['message']}" in shown.stdout
 
 
-def test_a_worker_without_the_private_key_pauses_and_loses_nothing(
-    make_app: AppFactory, smtp_server: SMTPTestServer, pair: tuple[str, str]
+def test_an_enquiry_sealed_to_a_key_the_worker_lacks_waits_alone_and_loses_nothing(
+    make_app: AppFactory,
+    smtp_server: SMTPTestServer,
+    pair: tuple[str, str],
+    old_pair: tuple[str, str],
 ) -> None:
-    public, private = pair
-    web = sealed_app(make_app, public)
-    enquiry_id = post(web)
-    assert deliver_all(web) == 0
-    enquiry = load(web, enquiry_id)
-    assert (enquiry.status, enquiry.attempts) == ("pending", 0), "no dead letter for it"
-    assert "SEAL_PRIVATE_KEY does not hold" in (smtp_health(web).reason or "")
-    assert smtp_server.messages == []
+    lost_key = post(sealed_app(make_app, old_pair[0]))  # its private key was not kept here
+    worker = sealed_app(make_app, *pair)
+    readable = post(worker)
+    change(worker, lost_key, next_attempt_at=load(worker, readable).next_attempt_at)
+    assert deliver_all(worker) == 1, "the rest of the batch goes on"
+    waiting = load(worker, lost_key)
+    assert (waiting.status, waiting.attempts) == ("pending", 1), "no dead letter for it"
+    assert "SEAL_PRIVATE_KEY does not hold" in (waiting.last_error or "")
+    assert smtp_health(worker).failures == 0, "the SMTP server is not to blame"
 
-    worker = sealed_app(make_app, public, private)
-    make_due(worker, enquiry_id)
-    assert deliver_all(worker) == 1 and len(smtp_server.messages) == 1
+    # The operator adds the old key after the current one.
+    both = sealed_app(make_app, pair[0], f"{pair[1]},{old_pair[1]}")
+    make_due(both, lost_key)
+    assert deliver_all(both) == 1 and len(smtp_server.messages) == 2
 
 
 def test_a_damaged_box_is_a_dead_letter_that_says_so(

@@ -24,6 +24,16 @@ def send_daily() -> bool:
     claim = held_digests.claim(day)
     if claim is None:
         return False  # sent already today, or another worker is sending it
+    try:
+        return _send(claim, zone)
+    except BaseException:
+        held_digests.give_back(claim)  # the next pass tries again
+        raise
+
+
+def _send(claim: held_digests.Claim, zone: ZoneInfo) -> bool:
+    """List what the claim covers and send it; give the claim back if the server refuses."""
+    config = current_app.config
     held = held_digests.held_in(claim)
     if not held:
         held_digests.sent(claim)

@@ -85,27 +85,35 @@ def _send_batch(
                 readable = sealing.opened(enquiry, sealing.current_keys())
                 emails = _build(readable, inboxes)
             except sealing.MissingKey as error:
-                # The settings', not the enquiry's: every enquiry sealed to that key waits.
-                _pause(server, smtp.Failure("keys", False, str(error)), batch[index:], heartbeat)
-                break
+                # Sealed to a key this worker lacks: that enquiry waits (a dead letter after
+                # the give-up window), and the rest of the batch goes on.
+                logger.error("enquiry %s cannot be opened: %s", enquiry.id, error)
+                with heartbeat.finishing(enquiry):
+                    record_failure(enquiry, smtp.Failure("keys", False, str(error)))
+                continue
             except Exception as error:  # The enquiry's own: it would fail on every retry.
                 with heartbeat.finishing(enquiry):
                     record_failure(enquiry, _own_failure(error, enquiry))
                 continue
+            outcome = smtp.Sent(())
             confirmation: smtp.Sent | None = None
             try:
-                outcome = smtp.Sent(())
                 for email, group in emails:
-                    session = _ready(session)
-                    outcome = outcome.merged(_transaction(session, email, group))
+                    session, sent_now = _send(session, email, group)
+                    outcome = outcome.merged(sent_now)
                 # The patient is told only once the clinic has the enquiry.
                 if readable.autoreply == "due" and (
                     enquiry.inboxes_delivered() or outcome.accepted
                 ):
-                    session = _ready(session)
-                    confirmation = _confirm(session, readable)
+                    session, confirmation = _confirm(session, readable)
             except smtp.StepFailed as error:  # the server's own: only those are raised
-                _pause(server, error.failure, batch[index:], heartbeat)
+                if outcome.accepted:
+                    # Some inbox has it already: record that, so that none gets it twice.
+                    with heartbeat.finishing(enquiry):
+                        _record_unfinished(enquiry, readable, inboxes, outcome, error.failure)
+                    _pause(server, error.failure, batch[index + 1 :], heartbeat)
+                else:
+                    _pause(server, error.failure, batch[index:], heartbeat)
                 break
             if emails or confirmation:
                 server = _recovered(server)
@@ -131,6 +139,44 @@ def _build(enquiry: Enquiry, inboxes: list[str]) -> list[tuple[Message, list[str
     return emails
 
 
+def _send(
+    session: smtp.Session | None, email: Message, inboxes: list[str]
+) -> tuple[smtp.Session, smtp.Sent]:
+    """Send one email over the open connection, or over a new one if that one is spent."""
+    session = _ready(session)
+    carried = session.transactions
+    try:
+        return session, _transaction(session, email, inboxes)
+    except smtp.StepFailed:
+        if not carried:
+            session.close()  # the caller pauses, and holds no reference to a new connection
+            raise  # a fresh connection failed: the server's own fault
+    # A connection that carried mail may have been closed, or limited, by the server: one new
+    # connection decides whether the server itself is failing.
+    session.close()
+    session = smtp.open_session()
+    try:
+        return session, _transaction(session, email, inboxes)
+    except smtp.StepFailed:
+        session.close()
+        raise
+
+
+def _record_unfinished(
+    enquiry: Enquiry,
+    readable: Enquiry,
+    inboxes: list[str],
+    outcome: smtp.Sent,
+    failure: smtp.Failure,
+) -> None:
+    """Record the inboxes that have it; the rest (and the confirmation) wait for the server."""
+    unfinished = smtp.Failure(failure.step, False, failure.reason)
+    left = [inbox for inbox in inboxes if inbox not in {*outcome.accepted, *outcome.refused}]
+    outcome = outcome.merged(smtp.Sent((), dict.fromkeys(left, unfinished)))
+    confirmation = smtp.Sent((), {PATIENT: unfinished}) if readable.autoreply == "due" else None
+    _record_sent(enquiry, outcome, confirmation)
+
+
 def _ready(session: smtp.Session | None) -> smtp.Session:
     """The open connection, or a new one if there is none or it is no longer usable."""
     if session is not None and session.usable:
@@ -140,16 +186,18 @@ def _ready(session: smtp.Session | None) -> smtp.Session:
     return smtp.open_session()
 
 
-def _confirm(session: smtp.Session, enquiry: Enquiry) -> smtp.Sent:
+def _confirm(
+    session: smtp.Session | None, enquiry: Enquiry
+) -> tuple[smtp.Session | None, smtp.Sent]:
     """Send the patient their confirmation; its outcome under the label PATIENT."""
     try:
         email, address = message.confirmation(enquiry)
     except ValueError:  # an address with no ASCII form: nothing a server could take
-        return smtp.Sent((), {PATIENT: smtp.Failure("RCPT", True, "no usable address")})
-    sent = _transaction(session, email, [address])
+        return session, smtp.Sent((), {PATIENT: smtp.Failure("RCPT", True, "no usable address")})
+    session, sent = _send(session, email, [address])
     if sent.accepted:
-        return smtp.Sent((PATIENT,))
-    return smtp.Sent((), {PATIENT: sent.refused[address]})
+        return session, smtp.Sent((PATIENT,))
+    return session, smtp.Sent((), {PATIENT: sent.refused[address]})
 
 
 def _transaction(session: smtp.Session, email: Message, inboxes: list[str]) -> smtp.Sent:

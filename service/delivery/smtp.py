@@ -68,6 +68,7 @@ class Session:
     def __init__(self, host: smtplib.SMTP) -> None:
         self.host = host
         self.usable = True
+        self.transactions = 0  # MAIL commands this connection has answered
 
     def send(self, message: Message, recipients: Sequence[str]) -> Sent:
         """Send one email to `recipients` as one transaction; raise StepFailed if a step fails."""
@@ -77,6 +78,7 @@ class Session:
         data = message.as_bytes()
         options = [f"SIZE={len(data)}"] if self.host.has_extn("size") else []
         code = self._step("MAIL", lambda: self.host.mail(sender, options)[0])
+        self.transactions += 1
         if code != 250:
             self._reset()
             raise StepFailed(reply_failure("MAIL", code))

@@ -30,7 +30,10 @@ def claim(day: str) -> Claim | None:
     """Claim the digest of `day`; None if another worker has (or it was sent already)."""
     now = utcnow()
     with store.session() as session:
-        since = session.scalar(select(func.max(HeldDigest.covered_until)))
+        # Only digests that went out: one whose worker died before sending covers nothing.
+        since = session.scalar(
+            select(func.max(HeldDigest.covered_until)).where(HeldDigest.sent_at.is_not(None))
+        )
     try:
         with store.writing() as connection:
             connection.execute(insert(TABLE).values(day=day, covered_until=now))

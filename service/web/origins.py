@@ -89,14 +89,14 @@ def is_trusted(origin: str) -> bool:
     return normalised is not None and (normalised in allowed() or is_own(normalised))
 
 
-def service_origin() -> str:
-    """The service's own origin: SERVICE_URL's if set, else the host this request asked for."""
-    configured = normalise(current_app.config["SERVICE_URL"] or "")
-    return configured or normalise(request.host_url) or ""
+def service_origin() -> str | None:
+    """The service's own origin, from SERVICE_URL: never from the request, whose Host the client
+    writes."""
+    return normalise(current_app.config["SERVICE_URL"] or "")
 
 
 def page_url(value: str | None) -> str | None:
-    """The page an enquiry was sent from, if it is the service's or an allowed site's, without
+    """The page an enquiry was sent from, if it is SERVICE_URL's or an allowed site's, without
     its query string and fragment; None otherwise, which the email shows as "not known"."""
     # A link under "Page" in the clinic's email must not lead anywhere a stranger chose, and a
     # host page's query string (a search, a tracking id, a patient's own details) stays out.
