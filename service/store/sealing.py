@@ -134,11 +134,6 @@ def open_box(
     return {name: values.get(name) for name in FIELDS}
 
 
-def is_sealed(enquiry: Enquiry) -> bool:
-    """True if the enquiry's personal fields are in a box."""
-    return enquiry.sealed is not None
-
-
 def opened(enquiry: Enquiry, keys: Keys) -> Enquiry:
     """A copy of the enquiry, in memory only, with its personal fields readable; CannotOpen."""
     if enquiry.sealed is None:
