@@ -301,13 +301,20 @@ def _lost_claim(enquiry: Enquiry, transition: Transition) -> None:
     )
 
 
-def _inboxes(delivered: Sequence[str] | None, refused: Mapping[str, str] | None) -> dict[str, Any]:
-    # Only what the caller gives changes: None keeps what is stored.
+def _recipients(
+    delivered: Sequence[str] | None,
+    refused: Mapping[str, str] | None,
+    autoreply: str | None = None,
+) -> dict[str, Any]:
+    # Who has the email, who refused it, and the patient's confirmation change with the attempt
+    # that found out. Only what the caller gives changes: None keeps what is stored.
     values: dict[str, Any] = {}
     if delivered is not None:
         values["delivered_to"] = json.dumps(sorted(delivered)) if delivered else None
     if refused is not None:
         values["refused_to"] = json.dumps(dict(sorted(refused.items()))) if refused else None
+    if autoreply is not None:
+        values["autoreply"] = autoreply
     return values
 
 
@@ -324,14 +331,8 @@ def mark_sent(
         sent_at=utcnow(),
         lease_expires_at=None,
         last_error=None,
-        **_inboxes(delivered, refused),
-        **_confirmation(autoreply),
+        **_recipients(delivered, refused, autoreply),
     )
-
-
-def _confirmation(autoreply: str | None) -> dict[str, Any]:
-    # The confirmation to the patient changes with the attempt that sent (or refused) it.
-    return {"autoreply": autoreply} if autoreply is not None else {}
 
 
 def retry_later(
@@ -349,8 +350,7 @@ def retry_later(
         next_attempt_at=at,
         lease_expires_at=None,
         last_error=error[:500],
-        **_inboxes(delivered, refused),
-        **_confirmation(autoreply),
+        **_recipients(delivered, refused, autoreply),
     )
 
 
@@ -362,7 +362,7 @@ def give_up(enquiry: Enquiry, error: str, refused: Mapping[str, str] | None = No
         failed_at=utcnow(),
         lease_expires_at=None,
         last_error=error[:500],
-        **_inboxes(None, refused),
+        **_recipients(None, refused),
     )
 
 
