@@ -185,6 +185,7 @@ def test_a_server_fault_pauses_the_queue_without_trying_or_giving_up_any_enquiry
     assert smtp_health(app).failures == 1
 
     server.restore()
+    app.config["MAIL_TIMEOUT"] = 3.0  # short only to find the hang; a busy CI host is no fault
     if case.untrusted:
         app.config["MAIL_TLS_CA_FILE"] = server.cert_path
     if case.wrong_password:
@@ -379,6 +380,7 @@ def test_a_transient_message_fault_is_retried_later_then_delivered_once(
     assert deliver_all(app) == 0, "nothing is tried again before the back-off ends"
 
     smtp_server.restore()
+    app.config["MAIL_TIMEOUT"] = 3.0  # short only to find the hang; a busy CI host is no fault
     make_due(app, enquiry_id)
     assert deliver_all(app) == 1
     enquiry = load(app, enquiry_id)
