@@ -212,3 +212,37 @@ def stored_enquiries(app: Flask) -> int:
     """How many enquiries the app's store holds."""
     with app.app_context(), app.extensions["store"].sessions() as session:
         return session.query(Enquiry).count()
+
+
+def test_the_difficulty_sets_the_widgets_attempts_and_the_check_stays_one_derivation(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The work sits in the number of attempts (16 ** ALTCHA_DIFFICULTY on average), each of
+    # ALTCHA_COST iterations; the service checks an answer by re-doing one attempt.
+    import hashlib
+
+    derivations: list[int] = []
+    real = hashlib.pbkdf2_hmac
+
+    def counted(name: str, password: bytes, salt: bytes, iterations: int, *rest: int) -> bytes:
+        derivations.append(iterations)
+        return real(name, password, salt, iterations, *rest)
+
+    for difficulty in (1, 3):
+        app = make_app(ALTCHA_DIFFICULTY=difficulty, ALTCHA_COST=40)
+        client = app.test_client()
+        assert client.get("/altcha/challenge").get_json()["parameters"]["keyPrefix"] == (
+            "0" * difficulty
+        )
+        payload = solve_captcha(client)
+        monkeypatch.setattr(hashlib, "pbkdf2_hmac", counted)
+        assert submit(client, payload).status_code == 202
+        monkeypatch.setattr(hashlib, "pbkdf2_hmac", real)
+        assert derivations == [40], f"one derivation of ALTCHA_COST at difficulty {difficulty}"
+        derivations.clear()
+
+
+@pytest.mark.parametrize("difficulty", [0, 7])
+def test_a_difficulty_out_of_range_stops_start_up(make_app: AppFactory, difficulty: int) -> None:
+    with pytest.raises(Exception, match="ALTCHA_DIFFICULTY must be a whole number from 1 to 6"):
+        make_app(ALTCHA_DIFFICULTY=difficulty)

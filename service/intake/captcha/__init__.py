@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from config import ConfigurationError
+
 from . import altcha_proof, replay, third_party
 from .replay import Solution
 
@@ -26,6 +28,14 @@ def check_config(config: Mapping[str, Any]) -> None:
     """Stop start-up unless CAPTCHA_PROVIDER names a captcha that has the keys it needs."""
     if config["CAPTCHA_PROVIDER"] != "altcha":
         third_party.check_config(config)
+        return
+    if config["ALTCHA_DIFFICULTY"] not in altcha_proof.DIFFICULTY_RANGE:
+        raise ConfigurationError(
+            "ALTCHA_DIFFICULTY must be a whole number from 1 to 6: the hex zeros a solution's key "
+            "starts with (each one makes the visitor's browser work 16 times as long)."
+        )
+    if not config["ALTCHA_COST"] > 0:
+        raise ConfigurationError("ALTCHA_COST must be a whole number above 0.")
 
 
 def field_name() -> str:

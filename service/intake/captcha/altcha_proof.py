@@ -16,8 +16,8 @@ from .replay import Solution
 logger = logging.getLogger(__name__)
 
 ALGORITHM = "PBKDF2/SHA-256"
-# One derived key in 256 starts with it: the widget's work, 256 derivations on average.
-KEY_PREFIX = "00"
+# The widget counts until the derived key starts with ALTCHA_DIFFICULTY zeros: one key in 16 per zero.
+DIFFICULTY_RANGE = range(1, 7)
 FIELD = "altcha"
 PAYLOAD_MAX = 4096
 
@@ -29,17 +29,24 @@ def _secret(purpose: str) -> bytes:
     return hmac.new(key, f"altcha:{purpose}".encode(), hashlib.sha256).digest()
 
 
+def key_prefix(difficulty: int) -> str:
+    """The hex prefix a solution's derived key must start with."""
+    return "0" * difficulty
+
+
 def create_challenge() -> dict[str, Any]:
     """Return a fresh signed challenge for the widget, as JSON-ready data."""
     expires = datetime.now(UTC) + timedelta(seconds=current_app.config["ALTCHA_EXPIRES_SECONDS"])
-    # Random-key mode: the widget counts up until the derived key starts with KEY_PREFIX, and
+    # Random-key mode: the widget counts up until the derived key starts with the prefix, and
     # the service derives nothing to make a challenge, so asking for challenges burns none of
-    # its CPU. Checking an answer costs one derivation, but only for a challenge this service
-    # signed and that has not expired: a forged one costs one HMAC.
+    # its CPU. Checking an answer costs one derivation (ALTCHA_COST iterations, whatever the
+    # difficulty), but only for a challenge this service signed and that has not expired: a
+    # forged one costs one HMAC.
+    config = current_app.config
     challenge = altcha.create_challenge(
         ALGORITHM,
-        current_app.config["ALTCHA_COST"],
-        key_prefix=KEY_PREFIX,
+        config["ALTCHA_COST"],
+        key_prefix=key_prefix(config["ALTCHA_DIFFICULTY"]),
         expires_at=expires,
         hmac_secret=_secret("challenge").hex(),
     )
