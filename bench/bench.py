@@ -637,6 +637,14 @@ class Bench:
             env |= {"RATELIMIT_PER_CLIENT": NO_LIMIT, "RATELIMIT_GLOBAL": NO_LIMIT}
         return env
 
+    def migrate(self, root: Path, env: dict[str, str]) -> None:
+        """Create the store's tables before gunicorn starts, as a deployment does."""
+        # Workers that find the store at its schema's head never load Alembic (nor its memory).
+        argv = [str(VENV_BIN / "flask"), "--app", "wsgi", "db", "upgrade"]
+        done = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise BenchError(f"flask db upgrade failed:\n{done.stdout}\n{done.stderr}")
+
     def gunicorn_flags(self, port: int) -> list[str]:
         """The same gunicorn settings for every system."""
         return [
@@ -667,6 +675,8 @@ class Bench:
         self, name: str, app: str, cwd: Path, env: dict[str, str], ready: str
     ) -> Iterator[Server]:
         """Run `gunicorn app` from `cwd` until the block ends; wait until every worker answers."""
+        if "DATABASE_URL" in env:
+            self.migrate(cwd, env)
         port = free_port()
         log = self.tmp / f"{name}.log"
         argv = [str(VENV_BIN / "gunicorn"), *self.gunicorn_flags(port), app]

@@ -449,3 +449,13 @@ def test_upgrading_a_store_of_the_first_version_keeps_its_queue_deliverable(
     assert schema.current_revision(engine) == "0001"
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM enquiries")).scalar() == 1
+
+
+def test_the_schemas_head_in_the_code_is_alembics(app) -> None:
+    # A web worker reads HEAD instead of loading Alembic to find it.
+    from service.store import schema
+    from service.store.engine import store
+
+    with app.app_context():
+        assert schema.HEAD == schema.alembic_head(store.engine)
+        assert schema.current_revision(store.engine) == schema.HEAD

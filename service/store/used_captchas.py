@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete
+from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -21,6 +21,9 @@ def _insert_once(insert: Any) -> Any:
 
 # Built once per dialect: the values come with each execution.
 _INSERT_ONCE = {"postgresql": _insert_once(pg_insert), "sqlite": _insert_once(sqlite_insert)}
+_IS_RECORDED = select(UsedCaptcha.__table__.c.key).where(
+    UsedCaptcha.__table__.c.key == bindparam("key")
+)
 
 
 def record(connection: Connection, key: str, expires_at: datetime) -> bool:
@@ -33,8 +36,10 @@ def record(connection: Connection, key: str, expires_at: datetime) -> bool:
 
 def is_recorded(key: str) -> bool:
     """True if the answer was recorded as used."""
-    with store.session() as session:
-        return session.get(UsedCaptcha, key) is not None
+    # A read, which takes no lock: a spent answer sent again and again never queues for the
+    # write lock that real enquiries need.
+    with store.engine.connect() as connection:
+        return connection.execute(_IS_RECORDED, {"key": key}).first() is not None
 
 
 def forget_expired(now: datetime | None = None) -> int:

@@ -49,9 +49,10 @@ def check(answer: str | None) -> CaptchaCheck:
     if third_party.current() is not None:
         return CaptchaCheck(third_party.verify(answer))
     solution = altcha_proof.verify(answer)
-    # Checking an ALTCHA answer is one HMAC; without Redis, the store finds a reuse anyway when
-    # the enquiry is stored, in the same transaction, so it is not asked twice.
-    if solution is not None and replay.uses_redis() and replay.seen(solution):
+    # Looked up before the fields are stored: a spent answer, sent again and again, costs a
+    # read (Redis, or the store without it) and never a write transaction. Storing the enquiry
+    # marks the answer used in the same transaction, which still settles a race between twins.
+    if solution is not None and replay.seen(solution):
         logger.info("captcha rejected: solution used before")
         return CaptchaCheck(None, reused=True)
     return CaptchaCheck(solution)

@@ -111,11 +111,6 @@ def seen(solution: Solution) -> bool:
     return used_captchas.is_recorded(solution.key)
 
 
-def uses_redis() -> bool:
-    """True when answers are recorded in Redis (and it is not in a pause after a failure)."""
-    return _shared() is not None
-
-
 def consume(connection: Connection, solution: Solution) -> bool:
     """Mark the answer used, in Redis or else in the caller's transaction; False if it was."""
     shared = _shared()
