@@ -16,7 +16,7 @@ from .replay import Solution
 logger = logging.getLogger(__name__)
 
 ALGORITHM = "PBKDF2/SHA-256"
-# The widget counts until the derived key starts with ALTCHA_DIFFICULTY zeros: one key in 16 per zero.
+# The widget counts until the derived key starts with ALTCHA_DIFFICULTY zeros (1 in 16 each).
 DIFFICULTY_RANGE = range(1, 7)
 FIELD = "altcha"
 PAYLOAD_MAX = 4096
