@@ -46,8 +46,8 @@ def canaries_in(text: str) -> list[str]:
 
 @pytest.fixture
 def app_config(app_config: dict[str, Any]) -> dict[str, Any]:
-    """The service at its most talkative: DEBUG logs, and a short mail timeout for the hang case."""
-    return {**app_config, "LOG_LEVEL": "DEBUG", "MAIL_TIMEOUT": 0.5}
+    """The service at its most talkative: DEBUG logs."""
+    return {**app_config, "LOG_LEVEL": "DEBUG"}
 
 
 class Output:
@@ -212,6 +212,8 @@ def test_smtp_failures_leave_no_trace_in_logs_or_listings(
 ) -> None:
     enquiry_id = post_api(client).get_json()["id"]
     smtp_server.fault = fault
+    if fault == "hang":  # short for the hang alone: a busy CI host is slow, not hanging
+        app.config["MAIL_TIMEOUT"] = 0.5
     assert deliver_all(app) == 0
     enquiry = load(app, enquiry_id)
     assert enquiry.status == state and enquiry.last_error
