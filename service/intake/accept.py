@@ -12,6 +12,7 @@ from email.utils import parseaddr
 from zoneinfo import ZoneInfo
 
 from flask import current_app
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from ..ops import metrics
@@ -175,14 +176,21 @@ def accept(
 ) -> Enquiry:
     """Commit the enquiry to the outbox and mark its captcha used (CaptchaReplayed if taken)."""
     values = _row(fields, key)
-    with store.writing() as connection:
+    confirmation = _confirmation_key(fields) if _confirmation_wanted() else None
+
+    def store_it(connection: Connection) -> Enquiry:
         # One confirmation per address a day: claimed in this transaction, so a twin that fails
         # below takes its claim back with it.
-        if _confirmation_wanted() and autoreplies.claim(connection, _confirmation_key(fields)):
-            values["autoreply"] = "due"
+        row = dict(values)
+        if confirmation is not None and autoreplies.claim(connection, confirmation):
+            row["autoreply"] = "due"
         # The enquiry before the captcha: a twin with the same idempotency key fails here,
         # before its captcha is marked used in Redis, which no rollback could undo.
-        enquiry = lifecycle.queue(connection, values)
+        enquiry = lifecycle.queue(connection, row)
         if solution is not None and not replay.consume(connection, solution):
             raise CaptchaReplayed()
-    return enquiry
+        return enquiry
+
+    # Committed with the enquiries of other requests that arrive meanwhile (group commit):
+    # answered only once its own row is on disk.
+    return store.together(store_it)

@@ -10,19 +10,21 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from flask import Flask, current_app
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import schema
+from .group_commit import GroupCommit
 
 logger = logging.getLogger(__name__)
 
 # The execution option that marks a connection as about to write.
 WRITE = "contact_form_write"
+T = TypeVar("T")
 
 
 class Store:
@@ -67,6 +69,15 @@ class Store:
             with self.engine.connect() as connection:
                 connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
+    def together(self, work: Callable[[Connection], T]) -> T:
+        """Run `work` in a writing transaction; on SQLite, one commit shared with other threads."""
+        # PostgreSQL groups concurrent commits into one WAL flush by itself.
+        group = self.state.group
+        if group is None:
+            with self.writing() as connection:
+                return work(connection)
+        return group.run(work)
+
     @contextlib.contextmanager
     def writing(self) -> Iterator[Connection]:
         """A connection for SQL statements in one writing transaction: commit on success."""
@@ -75,9 +86,14 @@ class Store:
         # The mark makes SQLite take its write lock at BEGIN (see below); connections that only
         # read begin DEFERRED and never wait for a writer.
         with self.engine.connect() as connection:
-            connection.execution_options(**{WRITE: True})
+            begin_writing(connection)
             with connection.begin():
                 yield connection
+
+
+def begin_writing(connection: Connection) -> None:
+    """Mark a connection as one that writes: SQLite then takes its write lock at BEGIN."""
+    connection.execution_options(**{WRITE: True})
 
 
 class StoreState:
@@ -87,6 +103,7 @@ class StoreState:
         self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
         self.schema_head = schema_head
+        self.group = GroupCommit(engine, begin_writing) if engine.dialect.name == "sqlite" else None
 
 
 store = Store()
