@@ -177,3 +177,31 @@ def test_embedded_worker_delivers_during_a_flood_that_leaves_no_lull(
         arrived = _busy_for(client, 5.0, smtp_server)
         assert arrived is not None, "the flood held the email back"
         assert arrived >= 0.4, "it did not wait for a lull first"
+
+
+def test_a_busy_process_pauses_between_the_emails_of_a_batch(
+    app: Flask, client: FlaskClient, smtp_server: SMTPTestServer
+) -> None:
+    from service.delivery import worker
+
+    for _ in range(3):
+        enqueue(client)
+    paused: list[tuple[int, float]] = []
+    # A process that never has a lull: each pause lasts its longest, and the batch still goes.
+    embedded = worker.Worker(app, "paced", busy=lambda: True)
+    real_pace = embedded._pace
+
+    def pace() -> None:
+        started = time.monotonic()
+        real_pace()
+        paused.append((len(smtp_server.messages), time.monotonic() - started))
+
+    embedded._pace = pace  # type: ignore[method-assign]
+    with app.app_context():
+        # The loop of run_once without its wait for a lull before the batch.
+        from service.delivery import outbox
+
+        assert outbox.deliver(embedded.id, embedded.stopping.is_set, embedded._pace) == 3
+    assert [sent for sent, _ in paused] == [1, 2], "before each email after the first"
+    assert all(worker.PACE_AT_MOST_SECONDS * 0.8 <= wait < 2 for _, wait in paused), paused
+    assert len(smtp_server.messages) == 3

@@ -42,8 +42,16 @@ def has_work() -> bool:
     return queries.claimable_count() > 0
 
 
-def deliver(worker_id: str, should_stop: Callable[[], bool] = lambda: False) -> int:
-    """Claim one batch and deliver it over one SMTP connection; return how many were sent."""
+def deliver(
+    worker_id: str,
+    should_stop: Callable[[], bool] = lambda: False,
+    between: Callable[[], None] = lambda: None,
+) -> int:
+    """Claim one batch and deliver it over one SMTP connection; return how many were sent.
+
+    `between` runs before each email after the first: the embedded worker waits there while its
+    process serves requests, so that a batch never takes the CPU from them for long.
+    """
     config = current_app.config
     server = destination.health()
     if server.waiting(lifecycle.utcnow()):
@@ -60,7 +68,7 @@ def deliver(worker_id: str, should_stop: Callable[[], bool] = lambda: False) -> 
     # Every SMTP step is bounded by MAIL_TIMEOUT; a message that takes ten of them is stuck.
     stall_after = 10 * float(config["MAIL_TIMEOUT"])
     with Heartbeat(app, batch, lease, every, stall_after) as heartbeat:
-        return _send_batch(batch, heartbeat, should_stop, server)
+        return _send_batch(batch, heartbeat, should_stop, server, between)
 
 
 def _send_batch(
@@ -68,11 +76,14 @@ def _send_batch(
     heartbeat: Heartbeat,
     should_stop: Callable[[], bool],
     server: destination.Health,
+    between: Callable[[], None] = lambda: None,
 ) -> int:
     sent = 0
     session: smtp.Session | None = None
     try:
         for index, enquiry in enumerate(batch):
+            if index:
+                between()
             # Renewals that keep failing (the store is unreachable) mean the leases may end
             # while a message is on its way: give the rest back rather than risk a second copy.
             if should_stop() or not heartbeat.fresh():

@@ -27,6 +27,7 @@ worker's work: the change is refused, logged at WARNING and counted in /metrics.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -39,7 +40,9 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Table,
+    Update,
     and_,
+    bindparam,
     delete,
     insert,
     or_,
@@ -276,13 +279,33 @@ def _held_by(enquiry: Enquiry) -> ColumnElement[bool]:
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _end_attempt_statement(target: str, names: tuple[str, ...]) -> Update:
+    # Built once for each set of columns: building the statement anew cost more than running it
+    # (a delivery makes one per email).
+    return (
+        update(TABLE)
+        .where(
+            COLUMNS.id == bindparam("held_id"),
+            COLUMNS.status == SENDING,
+            COLUMNS.claimed_by == bindparam("held_by"),
+        )
+        .values(
+            status=target,
+            attempts=COLUMNS.attempts + 1,
+            **{name: bindparam(f"new_{name}") for name in names},
+        )
+    )
+
+
 def _end_attempt(enquiry: Enquiry, transition: Transition, **values: Any) -> bool:
     """Record how an attempt ended if the claim is still held; say whether it was."""
+    # The guard of _held_by: still sending, and still this worker's claim.
+    statement = _end_attempt_statement(transition.target, tuple(sorted(values)))
+    parameters = {f"new_{name}": value for name, value in values.items()}
     with store.writing() as connection:
         result = connection.execute(
-            update(TABLE)
-            .where(_held_by(enquiry))
-            .values(status=transition.target, attempts=COLUMNS.attempts + 1, **values)
+            statement, {"held_id": enquiry.id, "held_by": enquiry.claimed_by, **parameters}
         )
     if result.rowcount == 1:
         return True
