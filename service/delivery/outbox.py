@@ -76,7 +76,7 @@ def _send_batch(
     heartbeat: Heartbeat,
     should_stop: Callable[[], bool],
     server: destination.Health,
-    between: Callable[[], None] = lambda: None,
+    between: Callable[[], None],
 ) -> int:
     sent = 0
     session: smtp.Session | None = None

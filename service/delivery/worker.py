@@ -85,16 +85,17 @@ class Worker:
     def _yield_to_requests(self) -> None:
         # Accepting enquiries comes first: building and sending an email costs about as much CPU
         # as accepting one, and the visitor is waiting for the one, not for the other.
-        deadline = time.monotonic() + YIELD_AT_MOST_SECONDS
-        while self.busy() and time.monotonic() < deadline and not self.stopping.is_set():
-            self.stopping.wait(QUIET_SECONDS)
+        self._wait_while_busy(YIELD_AT_MOST_SECONDS, QUIET_SECONDS)
 
     def _pace(self) -> None:
         # Between the emails of a batch, a busy process serves its requests first: a batch
         # sent at once held the CPU for a fifth of a second, and every request waited behind it.
-        deadline = time.monotonic() + PACE_AT_MOST_SECONDS
+        self._wait_while_busy(PACE_AT_MOST_SECONDS, QUIET_SECONDS / 5)
+
+    def _wait_while_busy(self, at_most: float, every: float) -> None:
+        deadline = time.monotonic() + at_most
         while self.busy() and time.monotonic() < deadline and not self.stopping.is_set():
-            self.stopping.wait(QUIET_SECONDS / 5)
+            self.stopping.wait(every)
 
     def _more_due(self) -> bool:
         return outbox.has_work()

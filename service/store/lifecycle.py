@@ -270,13 +270,17 @@ def renew(enquiries: Sequence[Enquiry], lease: timedelta) -> list[Enquiry]:
     return [enquiry for enquiry in enquiries if enquiry.id in renewed]
 
 
-def _held_by(enquiry: Enquiry) -> ColumnElement[bool]:
-    """The guard of every change a worker makes: the enquiry is still sending, and still its."""
-    return and_(
-        COLUMNS.id == enquiry.id,
-        COLUMNS.status == SENDING,
-        COLUMNS.claimed_by == enquiry.claimed_by,
-    )
+# The guard of every change a worker makes: the enquiry is still sending, and still its.
+HELD_BY = and_(
+    COLUMNS.id == bindparam("held_id"),
+    COLUMNS.status == SENDING,
+    COLUMNS.claimed_by == bindparam("held_by"),
+)
+
+
+def _held_by(enquiry: Enquiry) -> dict[str, Any]:
+    """The values of HELD_BY for one enquiry's claim."""
+    return {"held_id": enquiry.id, "held_by": enquiry.claimed_by}
 
 
 @functools.lru_cache(maxsize=64)
@@ -285,11 +289,7 @@ def _end_attempt_statement(target: str, names: tuple[str, ...]) -> Update:
     # (a delivery makes one per email).
     return (
         update(TABLE)
-        .where(
-            COLUMNS.id == bindparam("held_id"),
-            COLUMNS.status == SENDING,
-            COLUMNS.claimed_by == bindparam("held_by"),
-        )
+        .where(HELD_BY)
         .values(
             status=target,
             attempts=COLUMNS.attempts + 1,
@@ -300,13 +300,10 @@ def _end_attempt_statement(target: str, names: tuple[str, ...]) -> Update:
 
 def _end_attempt(enquiry: Enquiry, transition: Transition, **values: Any) -> bool:
     """Record how an attempt ended if the claim is still held; say whether it was."""
-    # The guard of _held_by: still sending, and still this worker's claim.
     statement = _end_attempt_statement(transition.target, tuple(sorted(values)))
     parameters = {f"new_{name}": value for name, value in values.items()}
     with store.writing() as connection:
-        result = connection.execute(
-            statement, {"held_id": enquiry.id, "held_by": enquiry.claimed_by, **parameters}
-        )
+        result = connection.execute(statement, {**_held_by(enquiry), **parameters})
     if result.rowcount == 1:
         return True
     _lost_claim(enquiry, transition)
@@ -402,13 +399,14 @@ def release(
         for enquiry in enquiries:
             result = connection.execute(
                 update(TABLE)
-                .where(_held_by(enquiry))
+                .where(HELD_BY)
                 .values(
                     status=RELEASE.target,
                     lease_expires_at=None,
                     next_attempt_at=when,
                     **why,
-                )
+                ),
+                _held_by(enquiry),
             )
             if result.rowcount == 1:
                 released += 1
