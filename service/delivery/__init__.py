@@ -45,4 +45,6 @@ def init_app(app: Flask) -> None:
     # Started by the first request rather than here, so that CLI commands, which load the app
     # too, start no thread, and a worker process forked after loading gets its own.
     app.before_request(embedded.ensure_running)
+    # A request that takes long keeps the process busy to its end, not just from its start.
+    app.teardown_request(embedded.request_finished)
     atexit.register(embedded.stop, 10)

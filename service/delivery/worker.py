@@ -147,6 +147,10 @@ class EmbeddedWorker:
         self.thread = threading.Thread(target=self.worker.run, name="delivery-worker", daemon=True)
         self.thread.start()
 
+    def request_finished(self, _error: BaseException | None = None) -> None:
+        """Note that a request ended: the lull starts here, not at the request's start."""
+        self.last_request = time.monotonic()
+
     def serving(self) -> bool:
         """True while this process has had a request in the last QUIET_SECONDS."""
         return time.monotonic() - self.last_request < QUIET_SECONDS
