@@ -8,16 +8,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
 from flask import Flask, current_app
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
 from sqlalchemy import Connection
 
 from ...store import used_captchas
+
+if TYPE_CHECKING:
+    import redis
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +41,16 @@ class _SharedStore:
     """One app's Redis client, and until when it is considered down."""
 
     def __init__(self, url: str) -> None:
-        self.client = redis.Redis.from_url(
+        # Imported here: a worker without Redis (the embedded default) need not hold redis-py and
+        # the asyncio it imports, 6 MiB per worker.
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.exceptions import RedisError
+        from redis.retry import Retry
+
+        # What a failing Redis raises: the database takes over for these.
+        self.errors: tuple[type[Exception], ...] = (RedisError, OSError)
+        self.client: redis.Redis = redis.Redis.from_url(
             url,
             socket_timeout=REDIS_TIMEOUT_SECONDS,
             socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
@@ -105,7 +113,7 @@ def seen(solution: Solution) -> bool:
         try:
             if shared.client.exists(redis_key(solution)):
                 return True
-        except (RedisError, OSError) as error:
+        except shared.errors as error:
             shared.failed(error)
     # The database too: it holds what was used while Redis was down.
     return used_captchas.is_recorded(solution.key)
@@ -120,6 +128,6 @@ def consume(connection: Connection, solution: Solution) -> bool:
             return bool(
                 shared.client.set(redis_key(solution), 1, nx=True, ex=max(1, math.ceil(seconds)))
             )
-        except (RedisError, OSError) as error:
+        except shared.errors as error:
             shared.failed(error)
     return used_captchas.record(connection, solution.key, solution.expires_at)

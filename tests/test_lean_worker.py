@@ -1,0 +1,61 @@
+"""A web worker loads only what it uses: no Alembic at the schema's head, no unused redis-py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import VALID
+
+ROOT = Path(__file__).resolve().parent.parent
+# A worker's start-up and first requests, in a process of its own: this suite has loaded both.
+SERVE = """
+import json, sys
+from service import create_app
+app = create_app(json.loads(sys.argv[1]))
+client = app.test_client()
+client.get("/contact")
+client.post("/api/enquiries", json=json.loads(sys.argv[2]))
+print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+
+
+def loaded_by_a_worker(settings: dict) -> set[str]:
+    """The top-level packages a worker holds after its start-up and its first requests."""
+    env = {**os.environ, "SERVICE_ENV": "testing"}
+    done = subprocess.run(
+        [sys.executable, "-c", SERVE, json.dumps(settings), json.dumps({**VALID, "altcha": ""})],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+@pytest.fixture
+def settings(app_config: dict) -> dict:
+    """The suite's settings, on a store that is already at the schema's head."""
+    from service import create_app
+
+    create_app(app_config).extensions["store"].engine.dispose()  # migrates, as `db upgrade` would
+    return app_config
+
+
+def test_a_worker_without_redis_loads_neither_redis_nor_alembic(settings: dict) -> None:
+    loaded = loaded_by_a_worker({**settings, "RATELIMIT_STORAGE_URI": "memory://"})
+    assert "flask" in loaded and "sqlalchemy" in loaded
+    assert "redis" not in loaded
+    assert "alembic" not in loaded
+
+
+def test_a_worker_with_redis_loads_it(settings: dict) -> None:
+    loaded = loaded_by_a_worker({**settings, "REDIS_URL": "redis://127.0.0.1:6379/13"})
+    assert "redis" in loaded
