@@ -80,10 +80,9 @@ def clean_email(value: str | None) -> str:
 
 @dataclass(frozen=True)
 class Phone:
-    """A valid phone number in the forms the clinic needs."""
+    """A valid phone number, as the store keeps it (the email renders it for reading)."""
 
     e164: str
-    international: str
 
 
 def clean_phone(value: str | None, default_region: str) -> Phone:
@@ -97,12 +96,7 @@ def clean_phone(value: str | None, default_region: str) -> Phone:
         raise FieldError(INVALID_NUMBER) from None
     if not phonenumbers.is_valid_number(number):
         raise FieldError(INVALID_NUMBER)
-    return Phone(
-        e164=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
-        international=phonenumbers.format_number(
-            number, phonenumbers.PhoneNumberFormat.INTERNATIONAL
-        ),
-    )
+    return Phone(e164=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
 def clean_message(value: str | None) -> str:
