@@ -71,6 +71,17 @@ def test_the_fourth_post_in_a_minute_is_refused_with_retry_after(client: FlaskCl
     assert refused() == before + 1
 
 
+def test_only_a_refusal_says_when_to_try_again_and_no_answer_counts_the_budget(
+    client: FlaskClient,
+) -> None:
+    # A robot learns nothing of how much budget it has left; a 422 has nothing to wait for.
+    answers = [post_api(client) for _ in range(4)]
+    assert [answer.status_code for answer in answers] == [422, 422, 422, 429]
+    for answer in answers:
+        assert not [name for name in answer.headers.keys() if name.startswith("X-RateLimit")]
+    assert ["Retry-After" in answer.headers for answer in answers] == [False, False, False, True]
+
+
 def test_the_form_page_says_when_to_try_again_and_keeps_the_words(client: FlaskClient) -> None:
     for _ in range(3):
         assert post_page(client).status_code == 422
