@@ -8,6 +8,7 @@ import sys
 from datetime import timedelta
 from typing import Any
 
+import altcha
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -15,7 +16,7 @@ from sqlalchemy import text
 
 from service.ops.logs import JSONFormatter
 from service.store import lifecycle
-from tests.conftest import VALID, deliver_all
+from tests.conftest import VALID, deliver_all, solve_captcha
 from tests.support import change, enqueue, personal_data_in
 
 TOKEN = "metrics-test-token"
@@ -141,6 +142,27 @@ def test_each_request_logs_one_json_line_without_personal_data(
     assert (entry["route"], entry["method"], entry["status"]) == ("api.create_enquiry", "POST", 422)
     assert entry["latency_ms"] >= 0
     assert personal_data_in("\n".join(lines)) == []
+
+
+def test_a_refused_captcha_says_why_in_the_requests_one_line(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    challenge = altcha.Challenge.from_dict(client.get("/altcha/challenge").get_json())
+    challenge.signature = "0" * 64
+    forged = altcha.Payload(challenge, altcha.Solution(0, "00" * 32)).to_base64()
+    spent = solve_captcha(client)
+    assert client.post("/api/enquiries", json={**VALID, "altcha": spent}).status_code == 202
+    caplog.clear()
+    for answer in (forged, spent, "not base64 at all"):
+        assert client.post("/api/enquiries", json={**VALID, "altcha": answer}).status_code == 422
+    lines = [r for r in caplog.records if r.name.startswith("service")]
+    assert [r.name for r in lines] == ["service.requests"] * 3, "one line per refused request"
+    assert [json.loads(JSONFormatter().format(r)).get("reason") for r in lines] == [
+        "captcha rejected: bad signature",
+        "captcha rejected: solution used before",
+        "captcha payload could not be parsed",
+    ]
 
 
 def test_a_logged_traceback_keeps_its_frames_but_not_the_message() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from config import ConfigurationError
 
+from ...ops.logs import refused_because
 from . import altcha_proof, replay, third_party
 from .replay import Solution
 
@@ -53,6 +54,6 @@ def check(answer: str | None) -> CaptchaCheck:
     # read (Redis, or the store without it) and never a write transaction. Storing the enquiry
     # marks the answer used in the same transaction, which still settles a race between twins.
     if solution is not None and replay.seen(solution):
-        logger.info("captcha rejected: solution used before")
+        refused_because(logger, "captcha rejected: solution used before")
         return CaptchaCheck(None, reused=True)
     return CaptchaCheck(solution)

@@ -11,6 +11,7 @@ from typing import Any
 import altcha
 from flask import current_app
 
+from ...ops.logs import refused_because
 from .replay import Solution
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def verify(payload: str | None) -> Solution | None:
             parsed, _secret("challenge").hex(), hmac_key_secret=_secret("key").hex()
         )
     except Exception:  # A crafted payload must cost a captcha error, never a 500.
-        logger.info("captcha payload could not be parsed")
+        refused_because(logger, "captcha payload could not be parsed")
         return None
     if not result.verified:
         reason = (
@@ -76,12 +77,12 @@ def verify(payload: str | None) -> Solution | None:
             if result.invalid_signature
             else "wrong solution"
         )
-        logger.info("captcha rejected: %s", reason)
+        refused_because(logger, f"captcha rejected: {reason}")
         return None
     challenge = parsed.challenge
     # Every challenge this service signs has an expiry, and the signature covers it.
     if challenge.parameters.expires_at is None:
-        logger.info("captcha rejected: no expiry")
+        refused_because(logger, "captcha rejected: no expiry")
         return None
     expires_at = datetime.fromtimestamp(int(challenge.parameters.expires_at), UTC)
     return Solution(key=str(challenge.signature), expires_at=expires_at)
