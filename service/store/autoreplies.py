@@ -9,9 +9,9 @@ from datetime import datetime
 from typing import cast
 
 from sqlalchemy import Connection, Table, delete
-from sqlalchemy.dialects import postgresql, sqlite
 
 from .engine import store
+from .insert_once import insert_once
 from .lifecycle import utcnow
 from .models import Autoreply
 
@@ -28,15 +28,7 @@ def digest(secret: str | bytes, address: str, day: str) -> str:
 
 def claim(connection: Connection, key: str) -> bool:
     """Claim today's confirmation for an address, in the caller's transaction; False if taken."""
-    dialect = sqlite if connection.dialect.name == "sqlite" else postgresql
-    statement = (
-        dialect.insert(TABLE)
-        .values(digest=key, created_at=utcnow())
-        .on_conflict_do_nothing(index_elements=[COLUMNS.digest])
-        .returning(COLUMNS.digest)
-    )
-    # The row that came back says it was inserted (drivers differ on rowcount here).
-    return connection.execute(statement).first() is not None
+    return insert_once(connection, TABLE, COLUMNS.digest, {"digest": key, "created_at": utcnow()})
 
 
 def forget_before(moment: datetime) -> int:

@@ -3,35 +3,21 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import cast
 
-from sqlalchemy import Connection, bindparam, delete, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, Table, bindparam, delete, select
 
 from .engine import store
+from .insert_once import insert_once
 from .models import UsedCaptcha
 
-
-def _insert_once(insert: Any) -> Any:
-    table = UsedCaptcha.__table__
-    # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
-    return insert(table).on_conflict_do_nothing(index_elements=["key"]).returning(table.c.key)
-
-
-# Built once per dialect: the values come with each execution.
-_INSERT_ONCE = {"postgresql": _insert_once(pg_insert), "sqlite": _insert_once(sqlite_insert)}
-_IS_RECORDED = select(UsedCaptcha.__table__.c.key).where(
-    UsedCaptcha.__table__.c.key == bindparam("key")
-)
+TABLE = cast(Table, UsedCaptcha.__table__)
+_IS_RECORDED = select(TABLE.c.key).where(TABLE.c.key == bindparam("key"))
 
 
 def record(connection: Connection, key: str, expires_at: datetime) -> bool:
     """Record the answer as used in the caller's transaction; False if it already was."""
-    statement = _INSERT_ONCE[connection.dialect.name]
-    return (
-        connection.execute(statement, {"key": key, "expires_at": expires_at}).scalar() is not None
-    )
+    return insert_once(connection, TABLE, TABLE.c.key, {"key": key, "expires_at": expires_at})
 
 
 def is_recorded(key: str) -> bool:
