@@ -57,3 +57,31 @@ def test_flask_mail_builds_parts_and_the_message_where_enquiry_message_overrides
     assert all(part["Content-Transfer-Encoding"] == "quoted-printable" for part in parts)
     assert isinstance(built, EmailMessage)
     assert built.get_boundary().startswith("==")
+
+
+def test_limits_memory_storage_sweeps_through_the_methods_swept_memory_storage_overrides() -> None:
+    # What SweptMemoryStorage relies on (limits 5.8.0): a count schedules the sweep through
+    # the private method it overrides, and the sweep is the private method it calls.
+    from limits.storage import MemoryStorage
+
+    from service.intake.limit_storage import SweptMemoryStorage
+
+    assert "self.__schedule_expiry()" in inspect.getsource(MemoryStorage.incr)
+    assert callable(MemoryStorage._MemoryStorage__expire_events)  # type: ignore[attr-defined]
+    assert "_MemoryStorage__schedule_expiry" in vars(SweptMemoryStorage)
+
+
+def test_flask_limiter_keeps_its_in_memory_fallback_where_use_for_fallback_replaces_it() -> None:
+    # What use_for_fallback relies on (Flask-Limiter 4.1.1).
+    from service.intake.limit_storage import SweptMemoryStorage, use_for_fallback
+
+    app = Flask(__name__)
+    app.config |= {
+        "RATELIMIT_STORAGE_URI": "memory://",
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+    }
+    extension = Limiter(get_remote_address, app=app)
+    assert type(extension._fallback_storage).__name__ in {"MemoryStorage", "SweptMemoryStorage"}
+    use_for_fallback(extension, "fixed-window")
+    assert isinstance(extension._fallback_storage, SweptMemoryStorage)
+    assert extension._fallback_limiter.storage is extension._fallback_storage

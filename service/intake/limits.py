@@ -13,6 +13,8 @@ from flask import Flask, Response, current_app, g
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
+from . import limit_storage
+
 logger = logging.getLogger(__name__)
 View = TypeVar("View", bound=Callable[..., object])
 
@@ -120,7 +122,9 @@ def init_app(app: Flask) -> None:
     app.config.setdefault(
         "RATELIMIT_STORAGE_OPTIONS", {"socket_timeout": 2, "socket_connect_timeout": 2}
     )
+    # "memory://" names limit_storage's swept storage, registered when that module is imported.
     limiter.init_app(app)
+    limit_storage.use_for_fallback(limiter, app.config.get("RATELIMIT_STRATEGY", "fixed-window"))
     drop_check_before_every_request(app, limiter)
 
 
