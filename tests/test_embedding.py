@@ -388,6 +388,70 @@ def test_a_post_without_a_genuine_captcha_answer_costs_no_store_query(
     assert statements == []
 
 
+def statements_of(app: Flask, post: Any) -> tuple[TestResponse, list[str]]:
+    """A request's response, and the SQL statements it sent to the store."""
+    statements: list[str] = []
+    engine = app.extensions["store"].engine
+    record = lambda *args: statements.append(args[2])  # noqa: E731 - (conn, cursor, statement, ...)
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        response = post()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return response, statements
+
+
+@pytest.mark.parametrize("path", ACCEPTED)
+def test_a_fresh_answer_is_not_looked_up_before_the_insert_that_spends_it(
+    app: Flask, client: FlaskClient, path: str
+) -> None:
+    """The insert refuses a used answer itself; a read before it was a statement per enquiry."""
+    data = {**VALID, "csrf_token": csrf_token(client), "altcha": solve_captcha(client)}
+    if path == "/contact":
+        response, statements = statements_of(app, lambda: client.post(path, data=data))
+    else:
+        body = {k: v for k, v in data.items() if k != "csrf_token"}
+        response, statements = statements_of(app, lambda: client.post(path, json=body))
+    assert response.status_code == ACCEPTED[path]
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert not [s for s in reads if "used_captchas" in s], statements
+
+
+def test_a_spent_answer_sent_again_costs_this_process_no_store_statement(
+    app: Flask, client: FlaskClient
+) -> None:
+    spent = solve_captcha(client)
+    assert client.post("/api/enquiries", json={**VALID, "altcha": spent}).status_code == 202
+    for message in ("Again?", "And again?"):
+        body = {**VALID, "message": message, "altcha": spent}
+        response, statements = statements_of(
+            app, lambda body=body: client.post("/api/enquiries", json=body)
+        )
+        assert response.status_code == 422
+        assert response.get_json()["errors"] == {"altcha": [CAPTCHA_FAILED]}
+        assert statements == []
+    assert stored(app) == 1
+
+
+def test_an_answer_spent_by_another_process_is_refused_by_the_insert_and_not_stored(
+    app: Flask, client: FlaskClient, make_app: AppFactory
+) -> None:
+    """Another instance on the same store has not seen it spent: its insert finds it so."""
+    spent = solve_captcha(client)
+    assert client.post("/api/enquiries", json={**VALID, "altcha": spent}).status_code == 202
+    other = make_app()
+    body = {**VALID, "message": "Another message.", "altcha": spent}
+    response = other.test_client().post("/api/enquiries", json=body)
+    assert response.status_code == 422
+    assert response.get_json()["errors"] == {"altcha": [CAPTCHA_FAILED]}
+    assert stored(app) == 1
+    # Now this instance knows it too: no statement the next time.
+    response, statements = statements_of(
+        other, lambda: other.test_client().post("/api/enquiries", json=body)
+    )
+    assert response.status_code == 422 and statements == []
+
+
 @pytest.mark.parametrize(
     ("key", "messages"),
     [(None, ["Friday, please."] * 2), ("same-key", ["Friday, please.", "Monday, please."])],

@@ -71,7 +71,7 @@ def submit(
     third = third_party.current() is not None
     verdict: captcha.CaptchaCheck | None = None
     if not (errors and third and answer):
-        verdict = captcha.check(answer)
+        verdict = captcha.check(answer, stored_next=checked.fields is not None)
     # Otherwise a provider's token is kept for the corrected form: the provider accepts it once,
     # and this form cannot be stored anyway.
     reused = verdict is not None and verdict.reused
@@ -80,10 +80,15 @@ def submit(
     if checked.fields is not None and verdict is not None and verdict.solution is not None:
         try:
             enquiry = _accept_once_a_day(checked.fields, verdict.solution, key)
-        except (CaptchaReplayed, IntegrityError):  # IntegrityError: the key, committed by a twin
+        except CaptchaReplayed:
+            captcha.refused_as_used(verdict.solution)
+            errors["captcha"] = CAPTCHA_FAILED
+            reused = True
+        except IntegrityError:  # the key, committed by a twin
             errors["captcha"] = CAPTCHA_FAILED
             reused = True
         else:
+            replay.remember_spent(verdict.solution)
             lifecycle.enquiry_queued.send(current_app._get_current_object())  # type: ignore[attr-defined]
             metrics.count_submission(route, "accepted")
             logger.info("enquiry %s accepted from %s", enquiry.id, SOURCES[route])

@@ -11,7 +11,7 @@ from config import ConfigurationError
 
 from ...ops.logs import refused_because
 from . import altcha_proof, replay, third_party
-from .replay import Solution
+from .replay import Solution, spent_here
 
 logger = logging.getLogger(__name__)
 
@@ -45,15 +45,28 @@ def field_name() -> str:
     return provider.field if provider else altcha_proof.FIELD
 
 
-def check(answer: str | None) -> CaptchaCheck:
-    """Verify the configured captcha's answer."""
+def check(answer: str | None, stored_next: bool = False) -> CaptchaCheck:
+    """Verify the configured captcha's answer.
+
+    `stored_next`: the caller stores the enquiry next, and that settles whether it was used.
+    """
     if third_party.current() is not None:
         return CaptchaCheck(third_party.verify(answer))
     solution = altcha_proof.verify(answer)
-    # Looked up before the fields are stored: a spent answer, sent again and again, costs a
-    # read (Redis, or the store without it) and never a write transaction. Storing the enquiry
-    # marks the answer used in the same transaction, which still settles a race between twins.
-    if solution is not None and replay.seen(solution):
-        refused_because(logger, "captcha rejected: solution used before")
-        return CaptchaCheck(None, reused=True)
+    if solution is None:
+        return CaptchaCheck(None)
+    # A spent answer, sent again and again, costs this process nothing after the first time,
+    # and never a write transaction. A fresh one is not looked up before it is stored: storing
+    # the enquiry marks the answer used in the same transaction, which refuses a used one
+    # (and settles a race between twins). Without a store to come (errors in the fields), a
+    # read says whether the post may be a resend.
+    if spent_here(solution) or (not stored_next and replay.seen(solution)):
+        return refused_as_used(solution)
     return CaptchaCheck(solution)
+
+
+def refused_as_used(solution: Solution) -> CaptchaCheck:
+    """Refuse an answer found used before, and remember it in this process."""
+    replay.remember_spent(solution)
+    refused_because(logger, "captcha rejected: solution used before")
+    return CaptchaCheck(None, reused=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -79,11 +80,41 @@ def redis_url(config: Mapping[str, Any]) -> str | None:
     return None
 
 
+class SpentHere:
+    """The answers this process saw spent, until their challenges expire: refused at no cost."""
+
+    # Only answers to genuine challenges that an accepted enquiry spent get here, and the rate
+    # limits bound those, so the bound below is a safety net rather than a working size.
+    MOST = 10_000
+
+    def __init__(self) -> None:
+        self.expiry: dict[str, datetime] = {}
+        self.lock = threading.Lock()
+
+    def add(self, solution: Solution) -> None:
+        """Remember that this answer is spent."""
+        with self.lock:
+            if len(self.expiry) >= self.MOST:
+                self._forget_expired()
+            self.expiry[solution.key] = solution.expires_at
+
+    def __contains__(self, solution: Solution) -> bool:
+        expires_at = self.expiry.get(solution.key)
+        return expires_at is not None and expires_at > datetime.now(UTC)
+
+    def _forget_expired(self) -> None:
+        now = datetime.now(UTC)
+        self.expiry = {key: at for key, at in self.expiry.items() if at > now}
+        if len(self.expiry) >= self.MOST:  # the oldest half goes: the store still knows them
+            self.expiry = dict(list(self.expiry.items())[self.MOST // 2 :])
+
+
 class ReplayStore:
     """One app's record of used answers: its Redis, if it has one, and the database."""
 
     def __init__(self, url: str | None) -> None:
         self.shared = _SharedStore(url) if url else None
+        self.spent_here = SpentHere()
 
     def redis(self) -> _SharedStore | None:
         """The Redis to use now: None without one, or while it is down."""
@@ -95,10 +126,24 @@ def init_app(app: Flask) -> None:
     app.extensions["captcha_replay"] = ReplayStore(redis_url(app.config))
 
 
+def _replay_store() -> ReplayStore:
+    replay_store: ReplayStore = current_app.extensions["captcha_replay"]
+    return replay_store
+
+
 def _shared() -> _SharedStore | None:
     """This app's Redis, or None without one or while it is down."""
-    replay_store: ReplayStore = current_app.extensions["captcha_replay"]
-    return replay_store.redis()
+    return _replay_store().redis()
+
+
+def spent_here(solution: Solution) -> bool:
+    """True if this process saw the answer spent: no store need be asked."""
+    return solution in _replay_store().spent_here
+
+
+def remember_spent(solution: Solution) -> None:
+    """Note, once it is committed or found recorded, that the answer is spent."""
+    _replay_store().spent_here.add(solution)
 
 
 def redis_key(solution: Solution) -> str:
@@ -107,7 +152,7 @@ def redis_key(solution: Solution) -> str:
 
 
 def seen(solution: Solution) -> bool:
-    """True if this answer was used before: a quick check before the work of accepting it."""
+    """True if the replay store (Redis, then the database) holds this answer as used."""
     shared = _shared()
     if shared is not None:
         try:
