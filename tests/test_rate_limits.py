@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -11,6 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 
+from service.intake import limits
 from tests.conftest import VALID, csrf_token, deliver_all, empty_redis, solve_captcha
 from tests.smtp_server import SMTPTestServer
 
@@ -202,4 +208,52 @@ def test_an_unreachable_redis_does_not_turn_patients_away(make_app: Any) -> None
     app: Flask = make_app(RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/0")
     client = app.test_client()
     # Counting falls back to this process's memory: the limit still applies, nothing fails.
+    assert [post_api(client).status_code for _ in range(4)] == [422, 422, 422, 429]
+
+
+@pytest.fixture
+def own_redis(tmp_path: Any) -> Iterator[Any]:
+    """A Redis server of the test's own, on a free port, that the test may stop and start."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+    argv += ["--appendonly", "no", "--dir", str(tmp_path)]
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        processes.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                return
+            time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def stop() -> None:
+        processes[-1].terminate()
+        processes[-1].wait(10)
+
+    start()
+    yield SimpleNamespace(url=f"redis://127.0.0.1:{port}/0", start=start, stop=stop)
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(10)
+
+
+def test_counting_moves_to_memory_while_redis_is_down_and_back_once_it_returns(
+    make_app: Any, own_redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(limits, "RETRY_STORAGE_AFTER_SECONDS", 0.5)
+    client = make_app(RATELIMIT_STORAGE_URI=own_redis.url).test_client()
+    counted_in_redis = [post_api(client).status_code for _ in range(2)]
+    own_redis.stop()  # its counts go with it
+    # In this process's memory, from zero: the limit still applies and nothing fails.
+    assert counted_in_redis + [post_api(client).status_code for _ in range(4)] == (
+        [422] * 5 + [429]
+    )
+    own_redis.start()
+    time.sleep(0.6)
+    # Redis again, from zero (it lost its counts): memory's full count no longer refuses.
     assert [post_api(client).status_code for _ in range(4)] == [422, 422, 422, 429]

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask_limiter import Limiter
 from limits.storage import MemoryStorage
-from limits.strategies import STRATEGIES
+from limits.strategies import STRATEGIES, RateLimiter
 
 # Sweep at least this far apart, and so that sweeping takes at most 1/SWEEP_SHARE of the time.
 SWEEP_AT_MOST_EVERY_SECONDS = 1.0
@@ -52,12 +52,13 @@ class SweptMemoryStorage(MemoryStorage):
         self._next_sweep = max(self._next_sweep, started + took * SWEEP_SHARE)
 
 
-def use_for_fallback(extension: Limiter, strategy: str) -> None:
-    """Count in a swept storage too while the shared store is unreachable."""
+def use_for_fallback(extension: Limiter, strategy: str) -> RateLimiter | None:
+    """Count in a swept storage too while the shared store is unreachable; return its strategy."""
     # Flask-Limiter builds its in-memory fallback from MemoryStorage itself, with no setting to
     # choose another: its two private attributes are replaced here (Flask-Limiter 4.1.1).
     if getattr(extension, "_fallback_storage", None) is None:
-        return
+        return None
     storage = SweptMemoryStorage()
     extension._fallback_storage = storage
     extension._fallback_limiter = STRATEGIES[strategy](storage)
+    return extension._fallback_limiter

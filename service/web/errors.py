@@ -7,7 +7,6 @@ import sqlite3
 
 from flask import Flask, render_template, request
 from flask.typing import ResponseReturnValue
-from flask_limiter.errors import RateLimitExceeded
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
@@ -97,10 +96,10 @@ def handle_http_error(error: HTTPException) -> ResponseReturnValue:
 SUBMITTING = frozenset({"pages.contact", "api.create_enquiry"})
 
 
-def handle_rate_limited(error: RateLimitExceeded) -> ResponseReturnValue:
+def handle_rate_limited(error: limits.OverLimit) -> ResponseReturnValue:
     """Over the limit: say when to try again, keep the visitor's words, and count it."""
-    seconds = limits.retry_after_seconds()
-    text = limits.too_many_text(seconds, limits.everyone_limited())
+    seconds = error.wait_seconds
+    text = limits.too_many_text(seconds, error.everyone)
     headers = {"Retry-After": str(seconds)}
     if request.endpoint in SUBMITTING:
         route = "api" if request.path.startswith("/api/") else "page"
@@ -146,7 +145,7 @@ def handle_store_unavailable(error: Exception) -> ResponseReturnValue:
 
 def register_error_handlers(app: Flask) -> None:
     """Install the handlers."""
-    app.register_error_handler(RateLimitExceeded, handle_rate_limited)
+    app.register_error_handler(limits.OverLimit, handle_rate_limited)
     for unavailable in (OperationalError, PoolTimeout, sqlite3.OperationalError):
         app.register_error_handler(unavailable, handle_store_unavailable)
     app.register_error_handler(HTTPException, handle_http_error)
