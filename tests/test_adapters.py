@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from email.message import Message as EmailMessage
+from typing import Any
 
 import flask_mail
 from flask import Flask
@@ -11,24 +13,39 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 from service.delivery.mime import EnquiryMessage
-from service.intake.limits import drop_check_before_every_request, limiter
+from service.intake.limits import drop_per_request_hooks, limiter
 
 
-def test_flask_limiter_checks_every_request_with_a_method_of_its_own() -> None:
-    # What drop_check_before_every_request relies on (Flask-Limiter 4.1.1).
+def test_flask_limiter_hooks_every_request_with_methods_of_its_own() -> None:
+    # What drop_per_request_hooks relies on (Flask-Limiter 4.1.1).
     app = Flask(__name__)
     app.config["RATELIMIT_STORAGE_URI"] = "memory://"
     extension = Limiter(get_remote_address, app=app)
-    [hook] = app.before_request_funcs[None]
-    assert getattr(hook, "__self__", None) is extension
-    drop_check_before_every_request(app, extension)
+    [before] = app.before_request_funcs[None]
+    [after] = app.after_request_funcs[None]
+    [teardown] = app.teardown_request_funcs[None]
+    assert getattr(before, "__self__", None) is extension
+    assert isinstance(after, functools.partial) and after.args == (extension,)
+    assert getattr(teardown, "__self__", None) is extension
+    drop_per_request_hooks(app, extension)
     assert app.before_request_funcs[None] == []
+    assert app.after_request_funcs[None] == []
+    assert app.teardown_request_funcs[None] == []
 
 
-def test_the_service_runs_no_limiter_pass_before_its_requests(app: Flask) -> None:
-    hooks = app.before_request_funcs[None]
-    assert not [hook for hook in hooks if getattr(hook, "__self__", None) is limiter]
-    assert len(hooks) == 3, hooks  # the request id, the Origin check, the body check
+def test_the_service_runs_no_limiter_pass_around_its_requests(app: Flask) -> None:
+    def limiters(hooks: list[Any]) -> list[Any]:
+        return [
+            hook
+            for hook in hooks
+            if limiter in (getattr(hook, "__self__", None), *getattr(hook, "args", ()))
+        ]
+
+    before = app.before_request_funcs[None]
+    assert not limiters(before)
+    assert len(before) == 3, before  # the request id, the Origin check, the body check
+    assert not limiters(app.after_request_funcs[None])
+    assert not limiters(app.teardown_request_funcs.get(None, []))
 
 
 def test_flask_mail_builds_parts_and_the_message_where_enquiry_message_overrides_them(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import altcha
@@ -174,3 +174,16 @@ def test_a_logged_traceback_keeps_its_frames_but_not_the_message() -> None:
     line = json.loads(JSONFormatter().format(record))
     assert line["error"].startswith("ValueError\n") and "test_operations.py" in line["error"]
     assert VALID["email"] not in json.dumps(line)
+
+
+@pytest.mark.parametrize(
+    "created",
+    [1764667195.0, 1764667195.3149995, 1764667195.9999996, 1764667195.0004999, 1764667196.5],
+)
+def test_a_lines_time_is_the_isoformat_of_its_moment(created: float) -> None:
+    formatter = JSONFormatter()
+    for moment in (created - 1.0, created):  # a second seen before, and one not seen yet
+        record = logging.LogRecord("service.x", logging.INFO, __file__, 1, "hello", (), None)
+        record.created = moment
+        expected = datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
+        assert json.loads(formatter.format(record))["time"] == expected

@@ -214,18 +214,26 @@ def init_app(app: Flask) -> None:
         if limiter.enabled
         else None
     )
-    drop_check_before_every_request(app, limiter)
+    drop_per_request_hooks(app, limiter)
 
 
-def drop_check_before_every_request(app: Flask, extension: Limiter) -> None:
-    """Remove the limiter's pass before every request; the limited views check for themselves."""
-    # Only the submission routes have limits, and their decorators check them. Flask-Limiter's
-    # own pass before every request looks for application-wide and default limits, of which
-    # there are none: it would only cost every page and asset a fifth of its time.
+def drop_per_request_hooks(app: Flask, extension: Limiter) -> None:
+    """Remove the limiter's passes around every request; the limited views check for themselves."""
+
+    # Only the submission routes have limits, and they count them (Counting). Flask-Limiter's
+    # pass before every request looks for application-wide and default limits, of which there
+    # are none (a fifth of every page's time); its pass after every response writes budget
+    # headers, which are off, and its teardown resets what the first pass set (together a
+    # twentieth of the page's time).
     # An adapter, checked against Flask-Limiter 4.1.1, which has no switch for this: its
-    # init_app registers that pass as a method of the Limiter with app.before_request.
-    # tests/test_rate_limits.py fails if a new version registers it otherwise.
-    hooks = app.before_request_funcs.get(None, [])
-    app.before_request_funcs[None] = [
-        hook for hook in hooks if getattr(hook, "__self__", None) is not extension
-    ]
+    # init_app registers a method of the Limiter with before_request and teardown_request, and
+    # partial(Limiter.__inject_headers, limiter) with after_request.
+    # tests/test_adapters.py fails if a new version registers them otherwise.
+    def ours(hook: object) -> bool:
+        owner = getattr(hook, "__self__", None)
+        if isinstance(hook, functools.partial) and hook.args:
+            owner = hook.args[0]
+        return owner is not extension
+
+    for hooks in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
+        hooks[None] = [hook for hook in hooks.get(None, []) if ours(hook)]
