@@ -235,5 +235,9 @@ def drop_per_request_hooks(app: Flask, extension: Limiter) -> None:
             owner = hook.args[0]
         return owner is not extension
 
-    for hooks in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
+    def keep_ours(hooks: dict[Any, list[Any]]) -> None:
         hooks[None] = [hook for hook in hooks.get(None, []) if ours(hook)]
+
+    keep_ours(app.before_request_funcs)
+    keep_ours(app.after_request_funcs)
+    keep_ours(app.teardown_request_funcs)
