@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from itsdangerous import TimestampSigner
+from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy import event
 from werkzeug.test import TestResponse
 
 from service.intake import accept as intake
+from service.intake import form_token
 from service.intake.form_token import EXPIRED
 from service.intake.validation import CAPTCHA_FAILED
 from service.store import lifecycle
@@ -559,3 +560,17 @@ def test_title_says_error_only_when_the_form_comes_back_with_errors(client: Flas
     assert title_of(invalid) == "Error: Drop us a Line"
     sent = send(client, "/contact")
     assert title_of(client.get(sent.headers["Location"])) == "Thank you"
+
+
+@pytest.mark.parametrize("payload", ["a-random-nonce-of-24-chars", ["a-random-nonce", 1764667195]])
+def test_form_tokens_are_those_itsdangerous_signs_and_each_reads_the_others(
+    app: Flask, payload: Any
+) -> None:
+    stock = URLSafeTimedSerializer(app.config["SECRET_KEY"], salt=form_token.SALT)
+    ours = app.extensions["form_token"]
+    assert ours.dumps(payload) == stock.dumps(payload)  # both within one second
+    assert ours.loads(stock.dumps(payload)) == payload == stock.loads(ours.dumps(payload))
+    assert ours.loads(ours.dumps(payload), max_age=60) == payload  # the signer, built once
+    other = URLSafeTimedSerializer("another secret", salt=form_token.SALT)
+    with pytest.raises(BadSignature):
+        ours.loads(other.dumps(payload))
