@@ -74,6 +74,15 @@ def test_flask_mail_builds_parts_and_the_message_where_enquiry_message_overrides
     assert all(part["Content-Transfer-Encoding"] == "quoted-printable" for part in parts)
     assert isinstance(built, EmailMessage)
     assert built.get_boundary().startswith("==")
+    # Each boundary is in its header as the email package's set_boundary writes it.
+    for part in built.walk():
+        if part.is_multipart():
+            value, boundary = part["Content-Type"], part.get_boundary()
+            assert boundary.startswith("==") and boundary.endswith("==")
+            expected = EmailMessage()
+            expected["Content-Type"] = part.get_content_type()
+            expected.set_boundary(boundary)
+            assert value == expected["Content-Type"]
 
 
 def test_limits_memory_storage_sweeps_through_the_methods_swept_memory_storage_overrides() -> None:

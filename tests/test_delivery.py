@@ -11,7 +11,7 @@ from service.store import queries
 from service.store.models import Enquiry
 from tests.conftest import deliver_all
 from tests.smtp_server import SMTPTestServer
-from tests.support import enqueue, make_due
+from tests.support import enqueue, load, make_due
 
 
 def test_email_reaches_the_inbox_with_the_right_headers(
@@ -206,3 +206,39 @@ def test_a_busy_process_pauses_between_the_emails_of_a_batch(
     assert [sent for sent, _ in paused] == [1, 2], "before each email after the first"
     assert all(worker.PACE_AT_MOST_SECONDS * 0.8 <= wait < 2 for _, wait in paused), paused
     assert len(smtp_server.messages) == 3
+
+
+def test_a_batchs_sent_marks_share_a_connection_and_each_commits_before_the_next_email(
+    app: Flask, client: FlaskClient, smtp_server: SMTPTestServer
+) -> None:
+    from sqlalchemy import event
+
+    from service.delivery import outbox
+
+    ids = [enqueue(client) for _ in range(4)]
+    engine = app.extensions["store"].engine
+    checkouts: list[bool] = []
+    looking = False
+    marked_before_next: list[int] = []
+
+    def between() -> None:
+        # From a connection of its own: every email sent so far is marked sent, committed.
+        nonlocal looking
+        looking = True
+        marked_before_next.append(sum(load(app, i).status == "sent" for i in ids))
+        looking = False
+
+    def checkout(*_: object) -> None:
+        if not looking:
+            checkouts.append(True)
+
+    event.listen(engine, "checkout", checkout)
+    try:
+        with app.app_context():
+            assert outbox.deliver("batch-worker", lambda: False, between) == 4
+    finally:
+        event.remove(engine, "checkout", checkout)
+    assert marked_before_next == [1, 2, 3]
+    assert len(smtp_server.messages) == 4
+    # The claim, and one connection for the four marks (a connection each, before).
+    assert len(checkouts) <= 3, len(checkouts)

@@ -17,6 +17,7 @@ from flask_mail import BadHeaderError, Message
 from ..ops import metrics
 from ..ops.logs import frames
 from ..store import destination, lifecycle, queries, sealing
+from ..store.engine import store
 from ..store.models import Enquiry
 from . import alerting, message, smtp
 from .heartbeat import Heartbeat
@@ -67,7 +68,7 @@ def deliver(
     every = float(config["OUTBOX_HEARTBEAT_SECONDS"])
     # Every SMTP step is bounded by MAIL_TIMEOUT; a message that takes ten of them is stuck.
     stall_after = 10 * float(config["MAIL_TIMEOUT"])
-    with Heartbeat(app, batch, lease, every, stall_after) as heartbeat:
+    with Heartbeat(app, batch, lease, every, stall_after) as heartbeat, store.one_connection():
         return _send_batch(batch, heartbeat, should_stop, server, between)
 
 
