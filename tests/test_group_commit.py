@@ -134,3 +134,13 @@ def test_when_the_commit_fails_no_writer_is_told_it_was_stored(engine: Engine) -
     assert stored(engine) == {0} and stored(engine, "children") == set()
     # The next writer is not held back by the failed round.
     assert group.run(insert(50)) == 50 and 50 in stored(engine)
+
+
+def test_rounds_one_after_another_share_one_connection(engine: Engine) -> None:
+    group = GroupCommit(engine, begin_writing)
+    checkouts: list[bool] = []
+    event.listen(engine, "checkout", lambda *_: checkouts.append(True))
+    results = [group.run(insert(number)) for number in range(5)]
+    assert results == list(range(5)) and group.rounds == 5
+    assert len(checkouts) == 1, "one connection for the five rounds"
+    assert stored(engine) == set(range(5)), "each round committed"
