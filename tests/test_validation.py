@@ -1,5 +1,8 @@
 """The field checks give the exact texts the clinic's form uses."""
 
+import sys
+import unicodedata
+
 import pytest
 
 from service.delivery.message import ascii_email
@@ -182,6 +185,19 @@ def test_message_keeps_lines_and_normalises_line_ends() -> None:
 def test_message_keeps_dots_and_right_to_left_text_as_written() -> None:
     text = "one\r\n.\r\ntwo\n.\nthree \u202eevil"
     assert v.clean_message(text) == "one\n.\ntwo\n.\nthree \u202eevil"
+
+
+def test_the_control_characters_refused_are_exactly_unicodes_line_breaks_controls_and_surrogates() -> (
+    None
+):
+    # The checks search with one character class; unicodedata is what that class stands for.
+    refused = {"Cc", "Zl", "Zp", "Cs"}
+    for point in range(sys.maxunicode + 1):
+        char = chr(point)
+        control = unicodedata.category(char) in refused
+        assert v._has_control(f"a{char}b") is control, hex(point)
+        in_message = control and char not in "\n\t"
+        assert v._has_control(f"a{char}b", v._CONTROL_IN_MESSAGE) is in_message, hex(point)
 
 
 @pytest.mark.parametrize(
