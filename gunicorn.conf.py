@@ -37,9 +37,13 @@ class JSONAccessLogger(Logger):
 
     def access(self, resp, req, environ, request_time):
         """Log one request: no query string and no body, so nothing the visitor typed."""
-        if not (self.cfg.accesslog or self.cfg.logconfig or self.cfg.syslog):
+        # gunicorn's own flag, worked out when the settings load, rather than three settings
+        # read through its Config on every request.
+        if not self.access_log_enabled:
             return
-        headers = dict((name.lower(), value) for name, value in resp.headers)
+        request_id = next(
+            (value for name, value in resp.headers if name.lower() == "x-request-id"), None
+        )
         entry = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "level": "INFO",
@@ -49,7 +53,7 @@ class JSONAccessLogger(Logger):
             "status": resp.status_code,
             "bytes": getattr(resp, "sent", None),
             "duration_ms": round(request_time.total_seconds() * 1000, 2),
-            "request_id": headers.get("x-request-id"),
+            "request_id": request_id,
         }
         self.access_log.info(json.dumps(entry))
 

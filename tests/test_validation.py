@@ -187,9 +187,7 @@ def test_message_keeps_dots_and_right_to_left_text_as_written() -> None:
     assert v.clean_message(text) == "one\n.\ntwo\n.\nthree \u202eevil"
 
 
-def test_the_control_characters_refused_are_exactly_unicodes_line_breaks_controls_and_surrogates() -> (
-    None
-):
+def test_control_characters_are_exactly_unicodes_controls_line_breaks_and_surrogates() -> None:
     # The checks search with one character class; unicodedata is what that class stands for.
     refused = {"Cc", "Zl", "Zp", "Cs"}
     for point in range(sys.maxunicode + 1):

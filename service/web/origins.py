@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from urllib.parse import urlsplit
 
@@ -24,6 +25,10 @@ CORS_ENDPOINTS = {"api.create_enquiry", "pages.altcha_challenge", "openapi.docum
 SUBMIT_ENDPOINTS = {"pages.contact", "api.create_enquiry"}
 
 
+# A browser sends the same few origins again and again, and each request reads its own twice (the
+# Origin check and CORS): parsed once, not twice per request (a bounded cache, so a client
+# that sends a new Origin every time only pushes old ones out).
+@functools.lru_cache(maxsize=256)
 def normalise(origin: str) -> str | None:
     """`scheme://host[:port]` in lower case without a default port, or None if it is not one."""
     try:
