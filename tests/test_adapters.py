@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
+import socket
 from email.message import Message as EmailMessage
 from typing import Any
 
@@ -12,6 +14,7 @@ from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
+from service.delivery import mime
 from service.delivery.mime import EnquiryMessage
 from service.intake.limits import drop_per_request_hooks, limiter
 
@@ -111,3 +114,31 @@ def test_flask_limiter_keeps_its_in_memory_fallback_where_use_for_fallback_repla
     use_for_fallback(extension, "fixed-window")
     assert isinstance(extension._fallback_storage, SweptMemoryStorage)
     assert extension._fallback_limiter.storage is extension._fallback_storage
+
+
+def test_flask_mail_takes_its_message_ids_from_the_make_msgid_it_imported(app: Flask) -> None:
+    # What look_up_the_host_once relies on (Flask-Mail 0.10.0): the constructor calls the
+    # module's own make_msgid, so that replacing it there replaces it for every Message.
+    assert "self.msgId: str = make_msgid()" in inspect.getsource(flask_mail.Message.__init__)
+    assert flask_mail.make_msgid is mime._message_id  # the app's delivery set it
+
+
+def test_message_ids_name_the_host_as_make_msgid_does_with_one_lookup(
+    app: Flask, monkeypatch: Any
+) -> None:
+    lookups: list[str] = []
+
+    def counted_getfqdn(name: str = "") -> str:
+        lookups.append(name)
+        return real_getfqdn(name)
+
+    real_getfqdn = socket.getfqdn
+    monkeypatch.setattr(socket, "getfqdn", counted_getfqdn)
+    mime._host_name.cache_clear()
+    with app.app_context():
+        ids = [flask_mail.Message(subject="Alert", recipients=["a@b.example"]).msgId for _ in "abc"]
+    assert len(lookups) == 1
+    assert len(set(ids)) == 3
+    # The standard library's form: <time.pid.random@host>, with the host's name as it gives it.
+    host = real_getfqdn()
+    assert all(re.fullmatch(rf"<\d+\.\d+\.\d+@{re.escape(host)}>", msg_id) for msg_id in ids)

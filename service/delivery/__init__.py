@@ -11,6 +11,7 @@ from ..ops import metrics
 from ..store import lifecycle
 from .catcher import start_catcher
 from .gauges import OutboxGauges
+from .mime import look_up_the_host_once
 from .smtp import mail
 from .worker import EmbeddedWorker
 
@@ -35,6 +36,7 @@ def init_app(app: Flask) -> None:
     if app.config["MAIL_CATCHER"] and not app.config["MAIL_SERVER"]:
         start_catcher(app)
     mail.init_app(app)
+    look_up_the_host_once()
     app.register_blueprint(templates)
     metrics.add_scrape_collector(app, OutboxGauges(app))
     embedded = EmbeddedWorker(app) if app.config["DELIVERY_WORKER"] == "embedded" else None

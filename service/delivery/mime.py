@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
+import socket
 from email.charset import QP, Charset
 from email.mime.base import MIMEBase
 from email.mime.text import MIMEText
 from email.policy import EmailPolicy, compat32
+from email.utils import make_msgid
 from typing import Any
 
+import flask_mail
 from flask_mail import Message
 
 
@@ -65,3 +69,21 @@ class EnquiryMessage(Message):
                 )
         message.policy = SEND_AS_BUILT
         return message
+
+
+@functools.cache
+def _host_name() -> str:
+    # What make_msgid names the host by when given no domain, asked of the resolver once.
+    return socket.getfqdn()
+
+
+def _message_id() -> str:
+    return make_msgid(domain=_host_name())
+
+
+def look_up_the_host_once() -> None:
+    """Have Flask-Mail's default Message-IDs name this host without a lookup per email."""
+    # Every Message gets make_msgid() in its constructor, which asks the resolver for this
+    # host's name (socket.getfqdn, with no timeout) each time, though an enquiry's email then
+    # takes the enquiry's own id: a lookup per email that a host with a slow DNS server waits on.
+    flask_mail.make_msgid = _message_id  # type: ignore[attr-defined,assignment]
