@@ -246,3 +246,14 @@ def test_the_difficulty_sets_the_widgets_attempts_and_the_check_stays_one_deriva
 def test_a_difficulty_out_of_range_stops_start_up(make_app: AppFactory, difficulty: int) -> None:
     with pytest.raises(Exception, match="ALTCHA_DIFFICULTY must be a whole number from 1 to 6"):
         make_app(ALTCHA_DIFFICULTY=difficulty)
+
+
+def test_an_answer_signed_under_one_secret_key_is_refused_under_another(
+    make_app: AppFactory,
+) -> None:
+    # The keys derived from SECRET_KEY are kept per key: two apps in one process keep theirs.
+    first = make_app(SECRET_KEY="first-deployment-secret-key-0123456789")
+    second = make_app(SECRET_KEY="second-deployment-secret-key-987654321")
+    payload = solve_captcha(first.test_client())
+    assert captcha_errors(submit(second.test_client(), payload)) == [CAPTCHA_FAILED]
+    assert submit(first.test_client(), payload).status_code == 202
