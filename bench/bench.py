@@ -1191,8 +1191,20 @@ class Bench:
         started = time.monotonic()
         challenges = [fetch_challenge(client) for _ in range(count)]
         context = multiprocessing.get_context("fork")
-        with context.Pool(self.args.solvers) as pool:
+        # The solvers are forks of this process: without SIGTERM's default back they would run
+        # main()'s handler. And they are closed and joined, not terminated, as the pool's `with`
+        # would: a run hung for good once in terminate(), joining a solver that never exited.
+        pool = context.Pool(
+            self.args.solvers, initializer=signal.signal, initargs=(signal.SIGTERM, signal.SIG_DFL)
+        )
+        try:
             payloads = pool.map(solve_one, challenges, chunksize=4)
+            pool.close()
+        except BaseException:
+            pool.terminate()
+            raise
+        finally:
+            pool.join()
         took = time.monotonic() - started
         self.timings.setdefault("solve_seconds_each", took / count)
         say(f"  service  solved {count} captchas for the {what} in {took:.0f} s")
