@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import altcha
 import pytest
@@ -73,6 +75,33 @@ def test_solved_challenge_is_accepted_once(client: FlaskClient) -> None:
     replay = submit(client, payload)
     assert replay.status_code == 422
     assert captcha_errors(replay) == [CAPTCHA_FAILED]
+
+
+def test_an_answer_spent_here_is_refused_again_without_deriving_its_proof_of_work(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    derivations: list[int] = []
+    real_pbkdf2 = hashlib.pbkdf2_hmac
+
+    def counted_pbkdf2(*args: Any, **kwargs: Any) -> bytes:
+        derivations.append(1)
+        return real_pbkdf2(*args, **kwargs)
+
+    payload, fresh = solve_captcha(client), solve_captcha(client)  # solving derives too
+    monkeypatch.setattr(hashlib, "pbkdf2_hmac", counted_pbkdf2)
+    assert submit(client, payload).status_code == 202
+    assert len(derivations) == 1  # the check of the fresh answer
+    for _ in range(3):
+        assert captcha_errors(submit(client, payload)) == [CAPTCHA_FAILED]
+    assert len(derivations) == 1
+    # The signature alone is not enough to pass: a spent challenge with another solution is
+    # refused the same way, and a fresh one is still checked in full.
+    other = json.loads(base64.b64decode(payload))
+    other["solution"]["counter"] += 1
+    forged = base64.b64encode(json.dumps(other).encode()).decode()
+    assert captcha_errors(submit(client, forged)) == [CAPTCHA_FAILED]
+    assert submit(client, fresh).status_code == 202
+    assert len(derivations) == 2
 
 
 def test_replay_is_refused_by_another_process_on_the_same_store(

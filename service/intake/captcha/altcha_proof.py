@@ -62,12 +62,25 @@ def create_challenge() -> dict[str, Any]:
     return data
 
 
-def verify(payload: str | None) -> Solution | None:
-    """Check a widget payload's signature, expiry and proof of work; None if it fails."""
+def read(payload: str | None) -> altcha.Payload | None:
+    """The widget's payload, parsed but not checked; None if it cannot be read."""
     if not payload or len(payload) > PAYLOAD_MAX:
         return None
     try:
-        parsed = altcha.Payload.from_base64(payload)
+        return altcha.Payload.from_base64(payload)
+    except Exception:  # A crafted payload must cost a captcha error, never a 500.
+        refused_because(logger, "captcha payload could not be parsed")
+        return None
+
+
+def key_of(parsed: altcha.Payload) -> str:
+    """The key a solution to this payload's challenge is spent under: its signature."""
+    return str(parsed.challenge.signature)
+
+
+def verify(parsed: altcha.Payload) -> Solution | None:
+    """Check a read payload's signature, expiry and proof of work; None if it fails."""
+    try:
         result = altcha.verify_solution(
             parsed, _secret("challenge"), hmac_key_secret=_secret("key")
         )
@@ -92,4 +105,4 @@ def verify(payload: str | None) -> Solution | None:
         refused_because(logger, "captcha rejected: no expiry")
         return None
     expires_at = datetime.fromtimestamp(int(challenge.parameters.expires_at), UTC)
-    return Solution(key=str(challenge.signature), expires_at=expires_at)
+    return Solution(key=key_of(parsed), expires_at=expires_at)

@@ -98,8 +98,9 @@ class SpentHere:
                 self._forget_expired()
             self.expiry[solution.key] = solution.expires_at
 
-    def __contains__(self, solution: Solution) -> bool:
-        expires_at = self.expiry.get(solution.key)
+    def holds(self, key: str) -> bool:
+        """True if the answer spent under `key` is remembered and its challenge still valid."""
+        expires_at = self.expiry.get(key)
         return expires_at is not None and expires_at > datetime.now(UTC)
 
     def _forget_expired(self) -> None:
@@ -136,9 +137,9 @@ def _shared() -> _SharedStore | None:
     return _replay_store().redis()
 
 
-def spent_here(solution: Solution) -> bool:
-    """True if this process saw the answer spent: no store need be asked."""
-    return solution in _replay_store().spent_here
+def spent_here(key: str) -> bool:
+    """True if this process saw the answer spent under `key` (its challenge's signature)."""
+    return _replay_store().spent_here.holds(key)
 
 
 def remember_spent(solution: Solution) -> None:
