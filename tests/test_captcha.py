@@ -94,14 +94,32 @@ def test_an_answer_spent_here_is_refused_again_without_deriving_its_proof_of_wor
     for _ in range(3):
         assert captcha_errors(submit(client, payload)) == [CAPTCHA_FAILED]
     assert len(derivations) == 1
-    # The signature alone is not enough to pass: a spent challenge with another solution is
-    # refused the same way, and a fresh one is still checked in full.
-    other = json.loads(base64.b64decode(payload))
-    other["solution"]["counter"] += 1
-    forged = base64.b64encode(json.dumps(other).encode()).decode()
+    # Only the very payload is known without a check: a changed copy of it is checked in full
+    # (and refused), and a fresh answer still costs its derivation.
+    changed = json.loads(base64.b64decode(payload))
+    changed["challenge"]["parameters"]["salt"] = "00" * 16
+    forged = base64.b64encode(json.dumps(changed).encode()).decode()
     assert captcha_errors(submit(client, forged)) == [CAPTCHA_FAILED]
+    before = len(derivations)
     assert submit(client, fresh).status_code == 202
-    assert len(derivations) == 2
+    assert len(derivations) == before + 1
+
+
+def test_a_changed_copy_of_a_spent_answer_is_not_taken_for_a_resend(client: FlaskClient) -> None:
+    # With the first post's Idempotency-Key and fields, a resend is answered with its id; a
+    # copy whose challenge was altered is a forgery, not a resend, and gets the captcha error.
+    payload = solve_captcha(client)
+    key = {"Idempotency-Key": "double-click-1"}
+    first = client.post("/api/enquiries", json={**VALID, "altcha": payload}, headers=key)
+    assert first.status_code == 202
+    again = client.post("/api/enquiries", json={**VALID, "altcha": payload}, headers=key)
+    assert again.status_code == 202 and again.get_json()["id"] == first.get_json()["id"]
+    changed = json.loads(base64.b64decode(payload))
+    changed["challenge"]["parameters"]["salt"] = "00" * 16
+    forged = base64.b64encode(json.dumps(changed).encode()).decode()
+    refused = client.post("/api/enquiries", json={**VALID, "altcha": forged}, headers=key)
+    assert refused.status_code == 422
+    assert captcha_errors(refused) == [CAPTCHA_FAILED]
 
 
 def test_replay_is_refused_by_another_process_on_the_same_store(

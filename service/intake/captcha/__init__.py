@@ -53,22 +53,25 @@ def check(answer: str | None, stored_next: bool = False) -> CaptchaCheck:
     if third_party.current() is not None:
         return CaptchaCheck(third_party.verify(answer))
     parsed = altcha_proof.read(answer)
-    if parsed is None:
+    if parsed is None or answer is None:
         return CaptchaCheck(None)
-    # An answer this process saw spent, sent again and again, is known by its challenge's
-    # signature alone: refused before its proof of work is derived again (ALTCHA_COST rounds
-    # of PBKDF2, 60 us at the default), and with no store asked.
-    if replay.spent_here(altcha_proof.key_of(parsed)):
+    # The very payload this process saw spent (a double click, a robot replaying one solved
+    # captcha again and again) is refused before its proof of work is derived again
+    # (ALTCHA_COST rounds of PBKDF2, 60 us at the default), and with no store asked. Anything
+    # else, a changed copy included, is checked in full.
+    exact = altcha_proof.exact_key(answer)
+    if replay.spent_here(exact):
         refused_because(logger, "captcha rejected: solution used before")
         return CaptchaCheck(None, reused=True)
-    solution = altcha_proof.verify(parsed)
+    solution = altcha_proof.verify(parsed, exact)
     if solution is None:
         return CaptchaCheck(None)
-    # A fresh answer is not looked up before it is stored: storing the enquiry marks it used in
-    # the same transaction, which refuses a used one (and settles a race between twins), and a
-    # write transaction is never spent on an answer this process knows is used. Without a
-    # store to come (errors in the fields), a read says whether the post may be a resend.
-    if not stored_next and replay.seen(solution):
+    # A spent answer costs this process no store after the first time, and never a write
+    # transaction. A fresh one is not looked up before it is stored: storing the enquiry marks
+    # it used in the same transaction, which refuses a used one (and settles a race between
+    # twins). Without a store to come (errors in the fields), a read says whether the post may
+    # be a resend.
+    if replay.spent_here(solution.key) or (not stored_next and replay.seen(solution)):
         return refused_as_used(solution)
     return CaptchaCheck(solution)
 

@@ -73,12 +73,12 @@ def read(payload: str | None) -> altcha.Payload | None:
         return None
 
 
-def key_of(parsed: altcha.Payload) -> str:
-    """The key a solution to this payload's challenge is spent under: its signature."""
-    return str(parsed.challenge.signature)
+def exact_key(payload: str) -> str:
+    """The key a payload is remembered under once spent: a digest of it, byte for byte."""
+    return "payload:" + hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def verify(parsed: altcha.Payload) -> Solution | None:
+def verify(parsed: altcha.Payload, exact: str = "") -> Solution | None:
     """Check a read payload's signature, expiry and proof of work; None if it fails."""
     try:
         result = altcha.verify_solution(
@@ -105,4 +105,4 @@ def verify(parsed: altcha.Payload) -> Solution | None:
         refused_because(logger, "captcha rejected: no expiry")
         return None
     expires_at = datetime.fromtimestamp(int(challenge.parameters.expires_at), UTC)
-    return Solution(key=key_of(parsed), expires_at=expires_at)
+    return Solution(key=str(challenge.signature), expires_at=expires_at, exact_key=exact)

@@ -36,6 +36,9 @@ class Solution:
 
     key: str
     expires_at: datetime
+    # The exact payload it came in, as `captcha.exact_key` names it: a byte-identical resend is
+    # known by it before anything is checked. Empty for a provider's token.
+    exact_key: str = ""
 
 
 class _SharedStore:
@@ -97,6 +100,8 @@ class SpentHere:
             if len(self.expiry) >= self.MOST:
                 self._forget_expired()
             self.expiry[solution.key] = solution.expires_at
+            if solution.exact_key:
+                self.expiry[solution.exact_key] = solution.expires_at
 
     def holds(self, key: str) -> bool:
         """True if the answer spent under `key` is remembered and its challenge still valid."""
@@ -138,7 +143,7 @@ def _shared() -> _SharedStore | None:
 
 
 def spent_here(key: str) -> bool:
-    """True if this process saw the answer spent under `key` (its challenge's signature)."""
+    """True if this process saw an answer spent under `key` (its signature or exact payload)."""
     return _replay_store().spent_here.holds(key)
 
 
