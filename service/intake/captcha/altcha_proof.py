@@ -32,8 +32,8 @@ def _secret(purpose: str) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _derived(key: bytes, purpose: str) -> str:
-    # Once per key and purpose: deriving both again for every answer checked was a tenth of
-    # refusing a forged one.
+    # Once per key and purpose: deriving both again for every answer was a tenth of checking
+    # a forged one.
     return hmac.new(key, f"altcha:{purpose}".encode(), hashlib.sha256).hexdigest()
 
 

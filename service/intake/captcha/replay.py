@@ -36,7 +36,7 @@ class Solution:
 
     key: str
     expires_at: datetime
-    # The exact payload it came in, as `captcha.exact_key` names it: a byte-identical resend is
+    # The exact payload it came in, as `altcha_proof.exact_key` names it: a byte-identical resend is
     # known by it before anything is checked. Empty for a provider's token.
     exact_key: str = ""
 
