@@ -171,8 +171,11 @@ def _postgresql_on_connect(dbapi_connection: Any, _record: Any, timeout: float) 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any, timeout: float) -> None:
     # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own handling defers it).
     dbapi_connection.isolation_level = None
+    # Switching a new file to WAL needs its exclusive lock, and SQLite gives up at once
+    # rather than wait when it thinks waiting could deadlock: workers that boot together on a
+    # fresh file (one of them migrating) would fail to start, so ask again until the timeout.
+    _while_locked(dbapi_connection, "PRAGMA journal_mode=WAL", timeout)
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     # FULL: a commit is on disk before we say "thank you", even across a power cut.
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
@@ -190,16 +193,21 @@ def _sqlite_on_begin(connection: Any, timeout: float) -> None:
     # sleeps 1, 2, 5, 10 ... up to 100 ms between tries, which piles up under load; a writer
     # holds the lock for well under a millisecond, so ask again every millisecond or two.
     dbapi = connection.connection.dbapi_connection
-    deadline = time.monotonic() + timeout
     dbapi.execute("PRAGMA busy_timeout=0")
     try:
-        while True:
-            try:
-                dbapi.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as error:
-                if "locked" not in str(error) or time.monotonic() > deadline:
-                    raise
-                time.sleep(random.uniform(0.0005, 0.002))
+        _while_locked(dbapi, "BEGIN IMMEDIATE", timeout)
     finally:
         dbapi.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+
+
+def _while_locked(dbapi_connection: Any, statement: str, timeout: float) -> None:
+    """Run an SQLite statement, asking again every millisecond or two while it finds a lock."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            dbapi_connection.execute(statement).close()
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.0005, 0.002))
