@@ -21,6 +21,7 @@ import re
 import secrets
 import shutil
 import signal
+import smtplib
 import socket
 import statistics
 import subprocess
@@ -541,6 +542,50 @@ class Sink:
         """Stop the sink."""
         PROCESSES.stop(self.proc)
         self.log.close()
+
+    def ceiling(self, count: int, per_connection: int) -> dict:
+        """The most emails a second this sink takes: a bare client sending one prebuilt email."""
+        # No service code at all: smtplib, and the same email again and again, over connections
+        # of `per_connection` emails as the worker's batches use them. Whatever the worker does,
+        # it cannot deliver faster than this.
+        email = ceiling_email()
+        started = time.perf_counter()
+        cpu = time.process_time()
+        client: smtplib.SMTP | None = None
+        for number in range(count):
+            if number % per_connection == 0:
+                if client is not None:
+                    client.quit()
+                client = smtplib.SMTP(HOST, self.smtp_port, local_hostname="bench", timeout=30)
+            assert client is not None
+            client.sendmail(SENDER, [INBOX], email)
+        if client is not None:
+            client.quit()
+        seconds = time.perf_counter() - started
+        return {
+            "emails": count,
+            "email_bytes": len(email),
+            "per_connection": per_connection,
+            "rate": count / seconds,
+            "client_cpu_ms_per_email": (time.process_time() - cpu) / count * 1000,
+            "note": "a bare smtplib client sending one prebuilt email: what the sink takes at most",
+        }
+
+
+def ceiling_email() -> bytes:
+    """An email of the size and shape of the clinic's: text and HTML, quoted-printable."""
+    line = "of an enquiry about a sore lower back, as a patient writes it."
+    text = "\r\n".join(f"Line {n} {line}" for n in range(12))
+    html = "<p>" + "</p>\r\n<p>".join(text.split("\r\n")) + "</p>"
+    return (
+        f"From: {SENDER}\r\nTo: {INBOX}\r\nReply-To: jane.citizen@example.com\r\n"
+        "Subject: Enquiry from Jane Citizen\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/alternative; boundary="==b=="\r\n\r\n'
+        '--==b==\r\nContent-Type: text/plain; charset="utf-8"\r\n'
+        f"Content-Transfer-Encoding: quoted-printable\r\n\r\n{text}\r\n"
+        '--==b==\r\nContent-Type: text/html; charset="utf-8"\r\n'
+        f"Content-Transfer-Encoding: quoted-printable\r\n\r\n{html}\r\n--==b==--\r\n"
+    ).encode()
 
 
 @dataclass
@@ -1235,6 +1280,9 @@ class Bench:
         filled = json.loads(fill.stdout.strip().splitlines()[-1])
         say(f"  service  queued {backlog} enquiries in {filled['seconds']:.1f} s")
         self.sink.reset()
+        ceiling = self.sink.ceiling(min(backlog, 3000), per_connection=20)
+        say(f"  sink     takes at most {ceiling['rate']:.0f} emails/s from a bare client")
+        self.sink.reset()
         log = self.tmp / "outbox-work.log"
         with open(log, "w") as handle:
             started = time.time()
@@ -1265,6 +1313,7 @@ class Bench:
             "rate_from_start": overall,
             "seconds_first_to_last": (last - first) if count > 1 else None,
             "fill_seconds": filled["seconds"],
+            "sink_ceiling": ceiling,
             "note": "enquiries/s from the first email to the last at the sink; rate_from_start "
             "includes starting `flask outbox work`",
         }
@@ -1536,6 +1585,11 @@ def render_markdown(report: dict) -> str:
             row += ["n/a (inline)", "", "", ""]
         else:
             row += ["n/a", "", "", ""]
+    lines.append("| " + " | ".join(row) + " |")
+    row = ["the sink's ceiling: a bare smtplib client sending one prebuilt email (emails/s)"]
+    for name in systems:
+        ceiling = (deliveries.get(name) or {}).get("sink_ceiling")
+        row += [fmt_rps(ceiling["rate"]) if ceiling else "n/a", "", "", ""]
     lines.append("| " + " | ".join(row) + " |")
     row = ["RSS per gunicorn worker after the runs (MB, largest)"]
     hello_mb = report["memory"].get("hello", {}).get("max_mb")
