@@ -479,6 +479,9 @@ class Run:
     sent: int
     mails_expected: int | None = None
     mails_seen: int | None = None
+    # `hello`'s rate in a short run just before this one: the VM's speed moves by half within
+    # minutes, so each figure is compared with `hello` measured next to it, not minutes before.
+    hello_rps: float | None = None
     # The share of the machine's CPU time taken by the hypervisor for other guests during the
     # run (Linux's "steal"): on a shared VM, a run with a high figure was slowed from outside.
     steal_pct: float | None = None
@@ -627,6 +630,9 @@ class Bench:
         self.tmp = Path(tempfile.mkdtemp(prefix="run-", dir=BENCH / "results"))
         self.sink: Sink | None = None
         self.wrk_runs = 0
+        # `hello` keeps running after its own runs, for the short runs paired with every other.
+        self.servers = contextlib.ExitStack()
+        self.hello: Server | None = None
         self.baseline_root: Path | None = None
         if args.baseline:
             self.baseline_root = self.tmp / "baseline-tree"
@@ -855,8 +861,10 @@ class Bench:
                         f"{system} / {scenario}: the first request answered {status}, "
                         f"expected {sorted(load.expected)}:\n{server.log_tail(10)}"
                     )
+            hello_rps = self.paired_hello() if system != "hello" else None
             before = self.sink.count() if load.mails and self.sink else 0
             run = self.run_wrk(server, load, self.args.duration)
+            run.hello_rps = hello_rps
             if load.mails and self.sink:
                 accepted = sum(v for k, v in run.statuses.items() if int(k) in load.expected)
                 run.mails_expected = accepted
@@ -880,6 +888,7 @@ class Bench:
                 f"  {system:8} {scenario:12} rep {rep + 1}: {run.rps:8.1f} req/s  "
                 f"p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:7.2f} ms  {run.statuses}"
                 + (f"  steal {run.steal_pct:.0f}%" if run.steal_pct is not None else "")
+                + (f"  (hello just before: {hello_rps:.0f})" if hello_rps is not None else "")
             )
             runs.append(run)
         self.results[scenario][system] = {
@@ -896,6 +905,9 @@ class Bench:
             "unexpected": sum(r.unexpected for r in runs),
             "answers": sum(r.answers for r in runs),
         }
+        paired = [r.hello_rps for r in runs if r.hello_rps is not None]
+        if paired:
+            self.results[scenario][system]["median"]["paired_hello_rps"] = statistics.median(paired)
 
     def record_memory(self, system: str, server: Server) -> None:
         """RSS of each gunicorn worker after the runs."""
@@ -908,11 +920,20 @@ class Bench:
     def bench_hello(self) -> None:
         """(a) The ceiling: bare Flask answering hello."""
         env = self.base_env()
-        with self.server("hello", "app:app", BENCH / "peers" / "hello", env, "/") as server:
-            self.warm(server, "/")
-            load = Load([page_get("/", server.port)], "cycle", {200})
-            self.measure("hello", "hello", server, lambda rep: load)
-            self.record_memory("hello", server)
+        hello = BENCH / "peers" / "hello"
+        server = self.servers.enter_context(self.server("hello", "app:app", hello, env, "/"))
+        self.warm(server, "/")
+        load = Load([page_get("/", server.port)], "cycle", {200})
+        self.measure("hello", "hello", server, lambda rep: load)
+        self.record_memory("hello", server)
+        self.hello = server
+
+    def paired_hello(self) -> float | None:
+        """`hello`'s rate now, in a run of half the duration (None if `hello` is not measured)."""
+        if self.hello is None:
+            return None
+        load = Load([page_get("/", self.hello.port)], "cycle", {200})
+        return self.run_wrk(self.hello, load, max(3, self.args.duration // 2)).rps
 
     def bench_tutorial(self) -> None:
         """(b) Flask-WTF + Flask-Mail, sending inline."""
@@ -1334,7 +1355,9 @@ class Bench:
         say(f"fixed rate: {FIXED_RATE}")
         try:
             self.sink = Sink(self.tmp)
-            steps = [(name, getattr(self, f"bench_{name}")) for name in self.args.systems]
+            # `hello` first: every other run is paired with a short run of it.
+            systems = sorted(self.args.systems, key=lambda name: name != "hello")
+            steps = [(name, getattr(self, f"bench_{name}")) for name in systems]
             if "service" in self.args.systems and not self.args.no_delivery:
                 steps.append(("delivery", self.bench_delivery))
             if self.baseline_root is not None and not self.args.no_delivery:
@@ -1351,6 +1374,7 @@ class Bench:
                     say(f"  {name}: FAILED: {type(error).__name__}: {error}")
                 self.timings[f"{name}_seconds"] = time.monotonic() - step_started
         finally:
+            self.servers.close()
             if self.sink is not None:
                 self.sink.stop()
             PROCESSES.stop_all()
@@ -1381,7 +1405,8 @@ class Bench:
         hello = self.results["hello"].get("hello", {}).get("median", {}).get("rps")
         for systems in self.results.values():
             for entry in systems.values():
-                entry["ratio_to_hello"] = entry["median"]["rps"] / hello if hello else None
+                base = entry["median"].get("paired_hello_rps") or hello
+                entry["ratio_to_hello"] = entry["median"]["rps"] / base if base else None
         report = {
             "date": began.isoformat(timespec="seconds"),
             "seconds": round(time.monotonic() - STARTED, 1),
@@ -1462,7 +1487,6 @@ def median_of(report: dict, scenario: str, system: str, key: str = "rps") -> flo
 
 def targets(report: dict) -> list[dict]:
     """The issue's targets, each with its figure and whether it holds."""
-    hello = median_of(report, "hello", "hello")
     checks: list[dict] = []
 
     def add(name: str, value: float | None, limit: float, at_least: bool, unit: str = "") -> None:
@@ -1478,9 +1502,16 @@ def targets(report: dict) -> list[dict]:
             }
         )
 
-    def ratio(scenario: str, system: str = "service", base: float | None = hello) -> float | None:
-        value = median_of(report, scenario, system)
-        return value / base if value is not None and base else None
+    def ratio(scenario: str, system: str = "service") -> float | None:
+        # To `hello` measured just before each repetition, where it was (see Run.hello_rps).
+        entry = report["results"].get(scenario, {}).get(system)
+        return entry.get("ratio_to_hello") if entry else None
+
+    def ratio_to_peer(peer: str) -> float | None:
+        # Each system's rate as a share of `hello` next to it, so a slower VM minutes later
+        # does not count against the one measured later.
+        ours, theirs = ratio("valid_json"), ratio("valid_html", peer)
+        return ours / theirs if ours is not None and theirs else None
 
     add("form page GET vs hello", ratio("page"), 0.7, True, "x hello")
     for kind in REFUSALS:
@@ -1490,7 +1521,7 @@ def targets(report: dict) -> list[dict]:
     for peer in ("tutorial", "django"):
         add(
             f"valid submission (JSON) vs {peer}",
-            ratio("valid_json", base=median_of(report, "valid_html", peer)),
+            ratio_to_peer(peer),
             2.5,
             True,
             f"x {peer}",
@@ -1621,8 +1652,10 @@ def render_markdown(report: dict) -> str:
         lines.append("| " + " | ".join(row) + " |")
     lines += [
         "",
-        "×(a): median req/s divided by (a)'s median `hello` req/s in the same run (for RSS: "
-        "divided by (a)'s worker RSS). n/a: the system has no such feature (no JSON API, no "
+        "×(a): median req/s divided by the median of the `hello` runs paired with it (a run of "
+        "half the duration just before each repetition, since the VM's speed moves within "
+        "minutes; (a)'s own row is its first runs); for RSS: divided by (a)'s worker RSS. "
+        "n/a: the system has no such feature (no JSON API, no "
         "captcha, no rate limit), or sends mail inline. ! some answers had an unexpected status "
         "(see the JSON's `problems`). ‡ each request carries its own freshly solved captcha and "
         f"is sent once: {s['valid_requests_per_run']:,} requests per run instead of a fixed "
