@@ -23,6 +23,7 @@ import shutil
 import signal
 import smtplib
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -84,6 +85,7 @@ SYSTEMS = {
     "tutorial": "(b) tutorial Flask-WTF + Flask-Mail",
     "django": "(c) django-contact-form",
     "service": "(d) this service",
+    "durable": "(e) the durable floor: bare Flask storing each JSON post (SQLite, FULL sync)",
 }
 SCENARIOS = {
     "hello": "bare `hello` (GET /)",
@@ -164,12 +166,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--baseline",
         metavar="REV",
         help="also measure the service as it was at git revision REV (checked out into a\n"
-        "temporary worktree), as system (e), in the same run: a before and after",
+        "temporary worktree), as system (f), in the same run: a before and after",
     )
     args = parser.parse_args(argv)
     args.systems = [name.strip() for name in args.systems.split(",") if name.strip()]
     if args.baseline:
-        SYSTEMS["baseline"] = f"(e) this service at {args.baseline}"
+        SYSTEMS["baseline"] = f"(f) this service at {args.baseline}"
         args.systems.append("baseline")
     unknown = set(args.systems) - set(SYSTEMS)
     if unknown:
@@ -1024,8 +1026,35 @@ class Bench:
             raise BenchError(f"django: GET /contact/ answered {status}")
         return cookie_pair(headers, "csrftoken"), hidden_value(body, "csrfmiddlewaretoken")
 
+    def bench_durable(self) -> None:
+        """(e) The floor: each JSON post stored with the service's durability, nothing else."""
+        database = self.tmp / "durable.sqlite3"
+        with sqlite3.connect(database) as db:
+            db.execute("PRAGMA journal_mode=WAL")  # kept by the file, as the service's is
+            db.execute("CREATE TABLE enquiries (id TEXT PRIMARY KEY, body TEXT NOT NULL)")
+        env = self.base_env() | {"DURABLE_DATABASE": str(database)}
+        folder = BENCH / "peers" / "durable"
+        with self.server("durable", "app:app", folder, env, "/") as server:
+            port = server.port
+
+            def valid(rep: int) -> Load:
+                requests = [
+                    json_post(port, VALID | {"message": f"{VALID['message']} ({rep}-{number})"})
+                    for number in range(1000)
+                ]
+                return Load(requests, "cycle", {202}, note="stored, not checked; 202")
+
+            self.measure("valid_json", "durable", server, valid)
+            self.record_memory("durable", server)
+        with sqlite3.connect(database) as db:
+            stored = db.execute("SELECT count(*) FROM enquiries").fetchone()[0]
+        runs = self.results["valid_json"]["durable"]["runs"]
+        answered = sum(n for run in runs for code, n in run["statuses"].items() if int(code) == 202)
+        if stored < answered:
+            self.problems.append(f"durable: {answered} answered 202, only {stored} stored")
+
     def bench_baseline(self) -> None:
-        """(e) This service at --baseline REV, measured exactly as (d)."""
+        """(f) This service at --baseline REV, measured exactly as (d)."""
         assert self.baseline_root is not None
         self.bench_service(self.baseline_root, "baseline")
 
