@@ -70,3 +70,14 @@ def test_four_workers_booting_together_on_a_fresh_file_all_start(tmp_path: Path)
         for worker in workers:
             worker.join(60)
         assert [worker.exitcode for worker in workers] == [0, 0, 0, 0], f"round {round_}"
+
+
+def test_migrating_an_in_memory_database_leaves_no_lock_file_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its lock file was once made in the working directory, and committed by accident.
+    monkeypatch.chdir(tmp_path)
+    engine = make_engine("sqlite://", timeout=5.0)
+    schema.upgrade(engine)
+    assert schema.current_revision(engine) == schema.head_revision(engine)
+    assert list(tmp_path.iterdir()) == []
