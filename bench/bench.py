@@ -263,34 +263,34 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def proc_stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first), or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    # The command name, in parentheses, may contain spaces: split after its last ')'.
+    return stat.rsplit(")", 1)[1].split()
+
+
 def children(pid: int) -> list[int]:
     """The processes whose parent is `pid` (gunicorn's workers, for its master)."""
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        # The command name, in parentheses, may contain spaces: split after its last ')'.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+        if entry.isdigit() and (fields := proc_stat(entry)) is not None and int(fields[1]) == pid:
             found.append(int(entry))
     return sorted(found)
 
 
 def cpu_seconds(pids: list[int]) -> float:
     """User and system CPU time the processes have used so far, in seconds (gone ones: 0)."""
-    total = 0
+    ticks = 0
     for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime and stime, in clock ticks
-    return total / os.sysconf("SC_CLK_TCK")
+        fields = proc_stat(pid)
+        if fields is not None:
+            ticks += int(fields[11]) + int(fields[12])  # utime and stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float | None:
@@ -501,7 +501,7 @@ class Run:
     # run (Linux's "steal"): on a shared VM, a run with a high figure was slowed from outside.
     steal_pct: float | None = None
     # The server's own CPU (gunicorn's master and workers) per answered request, in ms: what a
-    # request costs, which moves far less than the rate when the VM is slowed from outside.
+    # request costs, which moves less than the rate when the VM is slowed from outside.
     cpu_ms: float | None = None
     hello_cpu_ms: float | None = None
 
@@ -1795,7 +1795,7 @@ def cpu_table(report: dict) -> list[str]:
         "Server CPU per answered request (gunicorn's master and workers, median of the "
         "repetitions), and in brackets the CPU per request of the `hello` runs paired with it "
         "divided by it: the same comparison as ×(a), by cost rather than by rate, which the "
-        "VM's neighbours move far less. wrk's own CPU is not in it.",
+        "VM's neighbours move less. wrk's own CPU is not in it.",
         "",
         "| Scenario | server CPU per request (×(a) by CPU) |",
         "| --- | --- |",
