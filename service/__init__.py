@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import string
+from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -23,9 +24,28 @@ from .web import api, embed, errors, health, held, openapi, origins, pages, secu
 from .web.sessions import NoSessions
 
 
+class ServiceFlask(Flask):
+    """Flask, asking once per hook and view, not on every request, whether it is a coroutine."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._plain_functions: set[Callable[..., Any]] = set()
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """The function itself if it is plain, else Flask's wrapper that runs it to completion."""
+        # Flask asks inspect about each of a request's ten hooks and its view every time: a
+        # thirtieth of the form page's time, for an answer that never changes.
+        if func in self._plain_functions:
+            return func
+        wrapped = super().ensure_sync(func)
+        if wrapped is func:
+            self._plain_functions.add(func)
+        return wrapped
+
+
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app: configuration, logs, the stages of an enquiry's path, the commands."""
-    app = Flask(
+    app = ServiceFlask(
         __name__,
         instance_relative_config=True,
         template_folder="web/templates",

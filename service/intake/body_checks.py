@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import unquote_to_bytes
 
-from flask import Flask, abort, request
+from flask import Flask, abort
+from flask.globals import request_ctx
 
 FORM_NOT_UTF8 = (
     "The form could not be read: it contains characters that are not valid UTF-8. "
@@ -46,27 +47,28 @@ def _form_is_utf8(body: bytes) -> bool:
 
 def check_body() -> None:
     """Answer 400 for a form or JSON body that is not UTF-8, or JSON too deep to parse."""
-    mimetype = request.mimetype
+    served = request_ctx.request
+    mimetype = served.mimetype
     if mimetype == FORM:
-        if not _form_is_utf8(request.get_data()):
+        if not _form_is_utf8(served.get_data()):
             abort(400, description=FORM_NOT_UTF8)
     elif mimetype == MULTIPART:
         # The form has no file fields, so every part is text: the whole body must be UTF-8
         # (Werkzeug would silently replace what is not).
-        if not _is_utf8(request.get_data()):
+        if not _is_utf8(served.get_data()):
             abort(400, description=FORM_NOT_UTF8)
         # Every field is text: a file part in place of one (name, say) is refused, not read.
-        if request.files:
+        if served.files:
             abort(400, description=FORM_HAS_FILE)
-    elif request.is_json:
-        data = request.get_data()
+    elif served.is_json:
+        data = served.get_data()
         # A NUL byte is valid UTF-8 but never part of UTF-8 JSON: it is UTF-16 or UTF-32 without
         # a byte-order mark, which Python's json module would otherwise quietly accept.
         if not _is_utf8(data) or b"\0" in data:
             abort(400, description=JSON_NOT_UTF8)
         try:
             # Parsed once here; the view reads the cached result.
-            request.get_json(silent=True)
+            served.get_json(silent=True)
         except RecursionError:
             abort(400, description=JSON_TOO_DEEP)
 

@@ -32,7 +32,12 @@ STORED = frozenset({"accepted", "held"})
 def client_key() -> str:
     """The client as the limits count it: its IPv4 address, or its IPv6 /64 network."""
     # The address as the WSGI server saw it, or as ProxyFix rewrote it for TRUSTED_PROXIES.
-    address = get_remote_address()
+    return _key_of(get_remote_address())
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_of(address: str) -> str:
+    # A client sends many requests (a flood, most of all): its address is parsed once.
     try:
         parsed = ipaddress.ip_address(address)
     except ValueError:

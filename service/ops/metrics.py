@@ -13,6 +13,7 @@ import threading
 import time
 
 from flask import Blueprint, Flask, Response, abort, current_app, g, has_request_context, request
+from flask.globals import request_ctx
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -172,9 +173,9 @@ def serve_alone(app: Flask, port: int) -> BaseWSGIServer:
 
 def observe_latency(response: Response) -> Response:
     """Record how long the request took, by route."""
-    started = g.get("started")
+    started = vars(g).get("started")
     if started is not None:
-        _latency(request.endpoint or "none").observe(time.perf_counter() - started)
+        _latency(request_ctx.request.endpoint or "none").observe(time.perf_counter() - started)
     return response
 
 

@@ -7,6 +7,7 @@ import logging
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, abort, current_app, request
+from flask.globals import request_ctx
 
 from config import ConfigurationError
 
@@ -121,28 +122,30 @@ def page_url(value: str | None) -> str | None:
 
 def refuse_foreign_posts() -> None:
     """Refuse (403) a submission whose Origin header names a site that is not allowed."""
-    if request.method != "POST" or request.endpoint not in SUBMIT_ENDPOINTS:
+    served = request_ctx.request
+    if served.method != "POST" or served.endpoint not in SUBMIT_ENDPOINTS:
         return
-    origin = request.headers.get("Origin")
+    origin = served.headers.get("Origin")
     # No Origin header: not a browser, or an old one; the captcha and the token still apply.
     if origin is None or is_trusted(origin):
         return
-    logger.warning("refused a submission from a foreign origin on %s", request.path)
-    metrics.count_submission("api" if request.blueprint == "api" else "page", "foreign_origin")
+    logger.warning("refused a submission from a foreign origin on %s", served.path)
+    metrics.count_submission("api" if served.blueprint == "api" else "page", "foreign_origin")
     abort(403, description=FOREIGN_ORIGIN)
 
 
 def add_cors_headers(response: Response) -> Response:
     """Let the allowed sites call the API and fetch challenges from their own pages."""
-    if request.endpoint not in CORS_ENDPOINTS:
+    served = request_ctx.request
+    if served.endpoint not in CORS_ENDPOINTS:
         return response
     response.vary.add("Origin")
-    origin = request.headers.get("Origin")
+    origin = served.headers.get("Origin")
     normalised = normalise(origin) if origin else None
     if normalised is None or normalised not in allowed():
         return response
     response.headers["Access-Control-Allow-Origin"] = origin
-    if request.method == "OPTIONS":
+    if served.method == "OPTIONS":
         response.headers["Access-Control-Allow-Methods"] = "GET, POST"
         response.headers["Access-Control-Allow-Headers"] = "Content-Type, Idempotency-Key"
         response.headers["Access-Control-Max-Age"] = "600"
