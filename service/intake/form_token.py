@@ -9,6 +9,8 @@ Origin check (service/web/origins.py) is what refuses posts from other sites.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from datetime import UTC, datetime
 from typing import Any
@@ -17,12 +19,32 @@ from flask import Flask, current_app
 from itsdangerous import BadData, Signer, TimestampSigner, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode, want_bytes
 from itsdangerous.serializer import Serializer
+from itsdangerous.signer import HMACAlgorithm
 from wtforms.csrf.core import CSRF, CSRFTokenField
 from wtforms.form import BaseForm
 from wtforms.validators import ValidationError
 
 EXPIRED = "This form had expired. Please check your details and press Send again."
 SALT = "contact-form.form-token"
+
+
+class _KeyedHMAC(HMACAlgorithm):
+    """itsdangerous' HMAC-SHA1, from a copy of an HMAC already keyed."""
+
+    # Its default hands hmac a Python wrapper of sha1, which takes hmac's slow path and keys
+    # the HMAC again for every token: 7 us a signature here, against 3 for a keyed copy.
+    def __init__(self) -> None:
+        super().__init__(hashlib.sha1)
+        self._keyed: dict[bytes, hmac.HMAC] = {}
+
+    def get_signature(self, key: bytes, value: bytes) -> bytes:
+        """The same signature as HMACAlgorithm's."""
+        keyed = self._keyed.get(key)
+        if keyed is None:
+            keyed = self._keyed[key] = hmac.new(key, digestmod=hashlib.sha1)
+        mac = keyed.copy()
+        mac.update(value)
+        return mac.digest()
 
 
 class _KeyOnceSigner(TimestampSigner):
@@ -48,7 +70,7 @@ class _OneSignerSerializer(URLSafeTimedSerializer):
     default_signer = _KeyOnceSigner
 
     def __init__(self, secret_key: str, salt: str) -> None:
-        super().__init__(secret_key, salt=salt)
+        super().__init__(secret_key, salt=salt, signer_kwargs={"algorithm": _KeyedHMAC()})
         self._signer = super().make_signer(salt)
 
     def dump_payload(self, obj: Any) -> bytes:

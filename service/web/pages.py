@@ -11,9 +11,9 @@ from flask import (
     jsonify,
     redirect,
     render_template,
-    request,
     url_for,
 )
+from flask.globals import request_ctx
 from werkzeug.wrappers import Response as BaseResponse
 
 from ..intake import accept, form_token, traps
@@ -52,7 +52,11 @@ def render_form(
 @bp.get("/contact")
 def contact_form() -> str:
     """Show the empty form, remembering the page it is embedded in."""
-    page = clean_page_url(origins.page_url(request.args.get("page") or request.referrer)) or ""
+    served = request_ctx.request
+    # Most pages load the form with no query string: then there is none to parse, and no
+    # KeyError for Werkzeug to raise and catch inside .get().
+    asked = served.args.get("page") if served.query_string else None
+    page = clean_page_url(origins.page_url(asked or served.referrer)) or ""
     empty: EmptyFormPage = current_app.extensions["empty_form_page"]
     return empty.render(form_token.issue(), csp_nonce(), page)
 
