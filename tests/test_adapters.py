@@ -10,6 +10,7 @@ from email.message import Message as EmailMessage
 from typing import Any
 
 import flask_mail
+import pytest
 from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -142,3 +143,32 @@ def test_message_ids_name_the_host_as_make_msgid_does_with_one_lookup(
     # The standard library's form: <time.pid.random@host>, with the host's name as it gives it.
     host = real_getfqdn()
     assert all(re.fullmatch(rf"<\d+\.\d+\.\d+@{re.escape(host)}>", msg_id) for msg_id in ids)
+
+
+def test_the_app_asks_once_whether_a_function_is_a_coroutine_and_never_caches_one(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ServiceFlask overrides Flask's ensure_sync, which Flask documents for overriding.
+    asked: list[Any] = []
+    flask_own = Flask.ensure_sync
+
+    def counted(self: Flask, func: Any) -> Any:
+        asked.append(func)
+        return flask_own(self, func)
+
+    monkeypatch.setattr(Flask, "ensure_sync", counted)
+
+    def plain() -> str:
+        return "plain"
+
+    async def coroutine() -> str:
+        return "coroutine"
+
+    assert app.ensure_sync(plain) is plain and app.ensure_sync(plain) is plain
+    assert asked == [plain]
+    for _ in range(2):
+        # Flask's own answer each time: here, that async views need its "async" extra.
+        with pytest.raises(RuntimeError, match="async"):
+            app.ensure_sync(coroutine)
+    assert asked == [plain, coroutine, coroutine]
+    assert app.test_client().get("/healthz").status_code == 200
