@@ -17,6 +17,8 @@ from flask.globals import request_ctx
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # Fields a log call may add with `extra=`; nothing else from a record reaches the output.
 EXTRA_FIELDS = ("route", "method", "path", "status", "latency_ms", "outcome", "reason", "enquiry")
+# Each request's one line.
+_requests = logging.getLogger("service.requests")
 
 
 class _StreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -129,9 +131,6 @@ def configure_logging(app: Flask) -> None:
     handler.setFormatter(formatter)
     app.before_request(start_request)
     app.after_request(log_request)
-
-
-_requests = logging.getLogger("service.requests")
 
 
 def start_request() -> None:
