@@ -64,6 +64,7 @@ ENVIRONMENT_SETTINGS: dict[str, type] = {
     "DELIVERY_WORKER": str,
     "OUTBOX_POLL_SECONDS": float,
     "OUTBOX_BATCH_SIZE": int,
+    "OUTBOX_CONNECTIONS": int,
     "OUTBOX_LEASE_SECONDS": int,
     "OUTBOX_HEARTBEAT_SECONDS": float,
     "OUTBOX_RETRY_BASE_SECONDS": int,
@@ -165,6 +166,10 @@ class Config:
     DELIVERY_WORKER = "embedded"
     OUTBOX_POLL_SECONDS = 5.0
     OUTBOX_BATCH_SIZE = 20
+    # SMTP connections a `flask outbox work` process sends a batch over at once. One keeps the
+    # promise of at most one duplicate after a crash (one message in flight); Exchange Online
+    # takes at most three at a time per mailbox and refuses a fourth with 432.
+    OUTBOX_CONNECTIONS = 1
     # A claim lasts this long unless its worker renews it, which it does every
     # OUTBOX_HEARTBEAT_SECONDS (at most a third of the lease) while it works.
     OUTBOX_LEASE_SECONDS = 60

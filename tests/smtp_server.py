@@ -282,6 +282,8 @@ class _Handler:
             self._server._record(envelope, stalled=True)
             await asyncio.get_running_loop().create_future()
         self._server._record(envelope)
+        while str(parsed.get("X-Enquiry-ID", "")) in self._server.hold_messages:
+            await asyncio.sleep(0.01)
         if fault == "hold_after_data":
             # Accepted, but the 250 waits until the test changes the fault.
             while self._server.fault == "hold_after_data":
@@ -394,6 +396,8 @@ class SMTPTestServer:
         # replying), whatever the fault mode.
         self.refuse_recipients: dict[str, str] = {}
         self.refuse_messages: dict[str, str] = {}
+        # Messages (by X-Enquiry-ID) accepted but not answered while their id is in this set.
+        self.hold_messages: set[str] = set()
         self._fault: str | None = None
         self._received = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -454,6 +458,7 @@ class SMTPTestServer:
         self.fault = None
         self.refuse_recipients.clear()
         self.refuse_messages.clear()
+        self.hold_messages.clear()
         self.mail_per_connection = self.mail_quota = None
         if self._listener is None:
             self._call(self._listen())

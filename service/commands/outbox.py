@@ -29,7 +29,7 @@ outbox_cli = AppGroup("outbox", help="Deliver, inspect and repair the outbox of 
 def work_command(once: bool) -> None:
     """Run a delivery worker until SIGTERM or Ctrl-C (it finishes the message in flight)."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    worker = Worker(app, "cli")
+    worker = Worker(app, "cli", connections=app.config["OUTBOX_CONNECTIONS"])
     if once:
         click.echo(f"Delivered {worker.run_once()} enquiries.")
         return

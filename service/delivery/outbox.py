@@ -1,4 +1,4 @@
-"""Delivering from the outbox: claim a batch, send it over one SMTP connection, record each.
+"""Delivering from the outbox: claim a batch, send it over a few SMTP connections, record each.
 
 A failure at connect, login or MAIL FROM pauses the whole queue (the server is down or
 misconfigured); a failure of one message backs off that message alone, and the rest of the
@@ -7,11 +7,14 @@ batch goes on; an inbox that refuses is retried, or recorded, on its own.
 
 from __future__ import annotations
 
+import collections
+import functools
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
-from flask import current_app
+from flask import Flask, current_app
 from flask_mail import BadHeaderError, Message
 
 from ..ops import metrics
@@ -47,11 +50,13 @@ def deliver(
     worker_id: str,
     should_stop: Callable[[], bool] = lambda: False,
     between: Callable[[], None] = lambda: None,
+    connections: int = 1,
 ) -> int:
-    """Claim one batch and deliver it over one SMTP connection; return how many were sent.
+    """Claim one batch and deliver it over up to `connections` SMTP connections; count the sent.
 
-    `between` runs before each email after the first: the embedded worker waits there while its
-    process serves requests, so that a batch never takes the CPU from them for long.
+    `between` runs before each email after the first on a connection: the embedded worker waits
+    there while its process serves requests, so that a batch never takes the CPU from them for
+    long.
     """
     config = current_app.config
     server = destination.health()
@@ -68,27 +73,81 @@ def deliver(
     every = float(config["OUTBOX_HEARTBEAT_SECONDS"])
     # Every SMTP step is bounded by MAIL_TIMEOUT; a message that takes ten of them is stuck.
     stall_after = 10 * float(config["MAIL_TIMEOUT"])
-    with Heartbeat(app, batch, lease, every, stall_after) as heartbeat, store.one_connection():
-        return _send_batch(batch, heartbeat, should_stop, server, between)
+    queue = Queue(batch)
+    # A server that just came back is tried over one connection, not several at once.
+    lanes = 1 if server.failures else max(1, min(connections, len(batch)))
+    with Heartbeat(app, batch, lease, every, stall_after) as heartbeat:
+        send = functools.partial(_send_batch, queue, heartbeat, should_stop, server, between)
+        if lanes == 1:
+            with store.one_connection():
+                return send()
+        return sum(in_parallel(app, send, lanes))
+
+
+class Queue:
+    """A claimed batch, handed out one enquiry at a time to the connections that share it."""
+
+    def __init__(self, batch: list[Enquiry]) -> None:
+        self._left = collections.deque(batch)
+        self._lock = threading.Lock()
+
+    def take(self) -> Enquiry | None:
+        """The next enquiry to send, or None when none is left."""
+        with self._lock:
+            return self._left.popleft() if self._left else None
+
+    def rest(self) -> list[Enquiry]:
+        """Every enquiry not yet taken; none is handed out after this."""
+        with self._lock:
+            left = list(self._left)
+            self._left.clear()
+            return left
+
+
+def in_parallel(app: Flask, work: Callable[[], int], lanes: int) -> list[int]:
+    """Run `work` in `lanes` threads at once, each with the app and a connection of its own."""
+    # One slow message (a server that drips its replies) then holds back its own connection
+    # only, and the worker builds the next email while the server answers another.
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def lane() -> None:
+        try:
+            with app.app_context(), store.one_connection():
+                results.append(work())
+        except BaseException as error:  # Re-raised below, as one connection would raise it.
+            errors.append(error)
+
+    threads = [threading.Thread(target=lane, name=f"smtp-{n}") for n in range(lanes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
 
 
 def _send_batch(
-    batch: list[Enquiry],
+    queue: Queue,
     heartbeat: Heartbeat,
     should_stop: Callable[[], bool],
     server: destination.Health,
     between: Callable[[], None],
 ) -> int:
+    """Send the batch's enquiries one after another over one SMTP connection; count the sent."""
     sent = 0
     session: smtp.Session | None = None
     try:
-        for index, enquiry in enumerate(batch):
-            if index:
+        first = True
+        while (enquiry := queue.take()) is not None:
+            if not first:
                 between()
+            first = False
             # Renewals that keep failing (the store is unreachable) mean the leases may end
             # while a message is on its way: give the rest back rather than risk a second copy.
             if should_stop() or not heartbeat.fresh():
-                heartbeat.give_back(batch[index:])
+                heartbeat.give_back([enquiry, *queue.rest()])
                 break
             if not heartbeat.holds(enquiry):
                 continue  # another worker has it now
@@ -123,9 +182,9 @@ def _send_batch(
                     # Some inbox has it already: record that, so that none gets it twice.
                     with heartbeat.finishing(enquiry):
                         _record_unfinished(enquiry, readable, inboxes, outcome, error.failure)
-                    _pause(server, error.failure, batch[index + 1 :], heartbeat)
+                    _pause(server, error.failure, queue.rest(), heartbeat)
                 else:
-                    _pause(server, error.failure, batch[index:], heartbeat)
+                    _pause(server, error.failure, [enquiry, *queue.rest()], heartbeat)
                 break
             if emails or confirmation:
                 server = _recovered(server)

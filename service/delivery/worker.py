@@ -35,10 +35,15 @@ class Worker:
     """Delivers due enquiries until stopped; wakes early when told an enquiry arrived."""
 
     def __init__(
-        self, app: Flask, name: str = "worker", busy: Callable[[], bool] = lambda: False
+        self,
+        app: Flask,
+        name: str = "worker",
+        busy: Callable[[], bool] = lambda: False,
+        connections: int = 1,
     ) -> None:
         self.app = app
         self.busy = busy
+        self.connections = max(1, connections)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{name}:{uuid.uuid4().hex[:6]}"
         self.stopping = threading.Event()
         self._wake = threading.Event()
@@ -62,7 +67,7 @@ class Worker:
             self._watch_for_a_stuck_queue()
             while not self.stopping.is_set():
                 self._yield_to_requests()
-                sent = outbox.deliver(self.id, self.stopping.is_set, self._pace)
+                sent = outbox.deliver(self.id, self.stopping.is_set, self._pace, self.connections)
                 total += sent
                 if sent == 0 and not self._more_due():
                     break
