@@ -11,6 +11,7 @@ import argparse
 import base64
 import concurrent.futures
 import contextlib
+import functools
 import http.client
 import json
 import math
@@ -1344,11 +1345,15 @@ class Bench:
 
     # -- delivery ------------------------------------------------------------------------------
 
-    def bench_delivery(self, root: Path = SERVICE_ROOT, name: str = "service") -> None:
+    def bench_delivery(
+        self, root: Path = SERVICE_ROOT, name: str = "service", connections: int | None = None
+    ) -> None:
         """Queue --backlog enquiries, then time `flask outbox work` handing them to the sink."""
         assert self.sink is not None
         backlog = self.args.backlog
         env = self.service_env(f"{name}-delivery") | {"DELIVERY_WORKER": "external"}
+        if connections is not None:
+            env["OUTBOX_CONNECTIONS"] = str(connections)
         fill = subprocess.run(
             [sys.executable, str(root / "bench" / "fill_outbox.py"), str(backlog)],
             cwd=root,
@@ -1396,6 +1401,7 @@ class Bench:
             "seconds_first_to_last": (last - first) if count > 1 else None,
             "fill_seconds": filled["seconds"],
             "sink_ceiling": ceiling,
+            "connections": connections or 1,
             "note": "enquiries/s from the first email to the last at the sink; rate_from_start "
             "includes starting `flask outbox work`",
         }
@@ -1421,11 +1427,14 @@ class Bench:
             steps = [(name, getattr(self, f"bench_{name}")) for name in systems]
             if "service" in self.args.systems and not self.args.no_delivery:
                 steps.append(("delivery", self.bench_delivery))
+                # The same backlog with OUTBOX_CONNECTIONS=2 (the default is one).
+                two = functools.partial(self.bench_delivery, SERVICE_ROOT, "two_connections", 2)
+                steps.append(("delivery-two-connections", two))
             if self.baseline_root is not None and not self.args.no_delivery:
                 root = self.baseline_root
                 steps.append(("baseline-delivery", lambda: self.bench_delivery(root, "baseline")))
             for name, step in steps:
-                say(f"{SYSTEMS.get(name, 'delivery from a backlog')}")
+                say(SYSTEMS.get(name, name.replace("-", " ")))
                 step_started = time.monotonic()
                 try:
                     step()
@@ -1497,6 +1506,7 @@ class Bench:
             "delivery": self.deliveries.get("service"),
             "flood": self.flood.get("service"),
             "baseline_delivery": self.deliveries.get("baseline"),
+            "delivery_two_connections": self.deliveries.get("two_connections"),
             "memory": self.memory,
             "timings": self.timings,
             "problems": self.problems,
@@ -1698,6 +1708,12 @@ def render_markdown(report: dict) -> str:
         else:
             row += ["n/a", "", "", ""]
     lines.append("| " + " | ".join(row) + " |")
+    two = report.get("delivery_two_connections")
+    if two:
+        row = ["the same backlog with OUTBOX_CONNECTIONS=2 (enquiries/s to the sink)"]
+        for name in systems:
+            row += [fmt_rps(two["rate"]) if name == "service" else "", "", "", ""]
+        lines.append("| " + " | ".join(row) + " |")
     row = ["the sink's ceiling: a bare smtplib client sending one prebuilt email (emails/s)"]
     for name in systems:
         ceiling = (deliveries.get(name) or {}).get("sink_ceiling")
