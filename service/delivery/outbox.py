@@ -139,11 +139,9 @@ def _send_batch(
     sent = 0
     session: smtp.Session | None = None
     try:
-        first = True
-        while (enquiry := queue.take()) is not None:
-            if not first:
+        for index, enquiry in enumerate(iter(queue.take, None)):
+            if index:
                 between()
-            first = False
             # Renewals that keep failing (the store is unreachable) mean the leases may end
             # while a message is on its way: give the rest back rather than risk a second copy.
             if should_stop() or not heartbeat.fresh():
