@@ -23,6 +23,9 @@ from .store.engine import store
 from .web import api, embed, errors, health, held, openapi, origins, pages, security, theme
 from .web.sessions import NoSessions
 
+# SMTP connections one `flask outbox work` process may send over at once (OUTBOX_CONNECTIONS).
+CONNECTIONS_RANGE = range(1, 9)
+
 
 class ServiceFlask(Flask):
     """Flask, asking once per hook and view, not on every request, whether it is a coroutine."""
@@ -85,6 +88,13 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
     for name in ("HELD_RETENTION_DAYS", "HELD_MAX", "FAILED_RETENTION_DAYS", "RETENTION_DAYS"):
         if not app.config[name] > 0:
             raise ConfigurationError(f"{name} must be a whole number above 0.")
+    if app.config["OUTBOX_CONNECTIONS"] not in CONNECTIONS_RANGE:
+        # Each connection holds one of the store's pooled connections for its batch (5, and
+        # 10 more at a pinch), and the heartbeat and the commands need theirs too.
+        raise ConfigurationError(
+            "OUTBOX_CONNECTIONS must be a whole number from 1 to 8: the SMTP connections one "
+            "`flask outbox work` process sends over at once."
+        )
     if app.config["NOTIFY_CONTENT"] not in {"full", "minimal"}:
         raise ConfigurationError("NOTIFY_CONTENT must be 'full' or 'minimal'.")
     check_autoresponder(app.config)

@@ -77,11 +77,16 @@ def deliver(
     # A server that just came back is tried over one connection, not several at once.
     lanes = 1 if server.failures else max(1, min(connections, len(batch)))
     with Heartbeat(app, batch, lease, every, stall_after) as heartbeat:
-        send = functools.partial(_send_batch, queue, heartbeat, should_stop, server, between)
         if lanes == 1:
             with store.one_connection():
-                return send()
-        return sum(in_parallel(app, send, lanes))
+                return _send_batch(queue, heartbeat, should_stop, server, between)
+        halt = threading.Event()
+
+        def stopping() -> bool:
+            return halt.is_set() or should_stop()
+
+        send = functools.partial(_send_batch, queue, heartbeat, stopping, server, between)
+        return sum(in_parallel(app, send, lanes, halt))
 
 
 class Queue:
@@ -104,25 +109,49 @@ class Queue:
             return left
 
 
-def in_parallel(app: Flask, work: Callable[[], int], lanes: int) -> list[int]:
-    """Run `work` in `lanes` threads at once, each with the app and a connection of its own."""
+def in_parallel(
+    app: Flask, work: Callable[[], int], lanes: int, halt: threading.Event
+) -> list[int]:
+    """Run `work` in `lanes` threads at once, each with the app and a connection of its own.
+
+    If this thread is interrupted while it waits (Ctrl-C), `halt` is set and the lanes are
+    waited for again: each finishes its message in flight and gives the rest back, while the
+    batch's heartbeat still renews its leases.
+    """
     # One slow message (a server that drips its replies) then holds back its own connection
     # only, and the worker builds the next email while the server answers another.
     results: list[int] = []
     errors: list[BaseException] = []
+    finished = [threading.Event() for _ in range(lanes)]
 
-    def lane() -> None:
+    def lane(done: threading.Event) -> None:
         try:
             with app.app_context(), store.one_connection():
                 results.append(work())
         except BaseException as error:  # Re-raised below, as one connection would raise it.
             errors.append(error)
+        finally:
+            done.set()
 
-    threads = [threading.Thread(target=lane, name=f"smtp-{n}") for n in range(lanes)]
+    threads = [
+        threading.Thread(target=lane, args=(done,), name=f"smtp-{n}")
+        for n, done in enumerate(finished)
+    ]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for done in finished:
+            done.wait()
+    except BaseException:
+        # Waited for with events, not Thread.join: Python 3.11 marks a thread whose join was
+        # interrupted as stopped, and a second join would not wait for it.
+        halt.set()
+        for done in finished:
+            done.wait()
+        raise
+    finally:
+        for thread in threads:
+            thread.join()
     if errors:
         raise errors[0]
     return results
