@@ -75,7 +75,7 @@ def deliver(
     stall_after = 10 * float(config["MAIL_TIMEOUT"])
     queue = Queue(batch)
     # A server that just came back is tried over one connection, not several at once.
-    lanes = 1 if server.failures else max(1, min(connections, len(batch)))
+    lanes = 1 if server.failures else min(connections, len(batch))
     with Heartbeat(app, batch, lease, every, stall_after) as heartbeat:
         if lanes == 1:
             with store.one_connection():

@@ -43,7 +43,7 @@ class Worker:
     ) -> None:
         self.app = app
         self.busy = busy
-        self.connections = max(1, connections)
+        self.connections = connections
         self.id = f"{socket.gethostname()}:{os.getpid()}:{name}:{uuid.uuid4().hex[:6]}"
         self.stopping = threading.Event()
         self._wake = threading.Event()
