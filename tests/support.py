@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -167,3 +169,12 @@ class ServerFactory(contextlib.ExitStack):
     def __call__(self, **options: Any) -> SMTPTestServer:
         """A started server with these options (tls=..., auth=...)."""
         return self.enter_context(SMTPTestServer(**options))
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, failure: Callable[[], str]) -> None:
+    """Poll `condition` until it holds; fail with `failure()` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(failure())
+        time.sleep(0.02)

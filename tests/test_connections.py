@@ -17,7 +17,7 @@ from config import ConfigurationError
 from service import create_app
 from service.delivery.worker import Worker
 from tests.smtp_server import SMTPTestServer
-from tests.support import counts, enqueue, load, make_due, smtp_health
+from tests.support import counts, enqueue, load, make_due, smtp_health, wait_until
 
 
 def deliver_over(app: Flask, connections: int) -> int:
@@ -56,10 +56,7 @@ def test_a_message_whose_reply_is_slow_holds_back_its_own_connection_only(
     worker.start()
     try:
         # The other connection sends and records the other five while the reply waits.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not all_sent(app, ids[1:]):
-            time.sleep(0.02)
-        assert all_sent(app, ids[1:])
+        wait_until(lambda: all_sent(app, ids[1:]), 10, lambda: "the other five were not sent")
         assert load(app, slow).status == "sending"
         assert len(smtp_server.messages) == 6
     finally:

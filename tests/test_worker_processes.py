@@ -28,6 +28,7 @@ from service.store.lifecycle import PENDING, SENDING, SENT
 from service.store.models import Enquiry
 from tests.processes import Workers
 from tests.smtp_server import SMTPTestServer
+from tests.support import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -76,15 +77,6 @@ def count_in(app: Flask, state: str) -> int:
     with app.app_context(), store.session() as session:
         query = select(func.count()).select_from(Enquiry).where(Enquiry.status == state)
         return session.scalar(query) or 0
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, failure: Callable[[], str]) -> None:
-    """Poll `condition` until it holds; fail with `failure()` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(failure())
-        time.sleep(0.02)
 
 
 def wait_all_sent(app: Flask, workers: Workers, total: int, timeout: float = 30) -> None:
