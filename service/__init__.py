@@ -16,7 +16,7 @@ from config import ConfigurationError, config_class, read_environment
 
 from . import commands, delivery
 from .intake import body_checks, captcha, form_token, limits
-from .intake.captcha import replay
+from .intake.captcha import refused, replay
 from .ops import logs, metrics
 from .store import sealing
 from .store.engine import store
@@ -203,6 +203,7 @@ def register_intake(app: Flask) -> None:
     limits.init_app(app)
     form_token.init_app(app)
     replay.init_app(app)
+    refused.init_app(app)
 
 
 def register_delivery(app: Flask) -> None:

@@ -304,3 +304,89 @@ def test_an_answer_signed_under_one_secret_key_is_refused_under_another(
     payload = solve_captcha(first.test_client())
     assert captcha_errors(submit(second.test_client(), payload)) == [CAPTCHA_FAILED]
     assert submit(first.test_client(), payload).status_code == 202
+
+
+def forged_payload(client: FlaskClient, counter: int = 0) -> str:
+    """A real challenge of the service with its signature forged, as a robot would send it."""
+    challenge = altcha.Challenge.from_dict(client.get("/altcha/challenge").get_json())
+    challenge.signature = "0" * 64
+    return altcha.Payload(challenge, altcha.Solution(counter, "00" * 32)).to_base64()
+
+
+def checks_counted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count altcha's checks of a payload from now on (each still runs for real)."""
+    checks: list[int] = []
+    real_verify = altcha.verify_solution
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        checks.append(1)
+        return real_verify(*args, **kwargs)
+
+    monkeypatch.setattr(altcha, "verify_solution", counted)
+    return checks
+
+
+def refusal_reasons(caplog: pytest.LogCaptureFixture) -> list[str | None]:
+    from service.ops.logs import JSONFormatter
+
+    lines = [r for r in caplog.records if r.name == "service.requests"]
+    return [json.loads(JSONFormatter().format(r)).get("reason") for r in lines]
+
+
+def test_a_payload_refused_here_is_refused_again_for_its_reason_without_a_check(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    forged = forged_payload(client)
+    checks = checks_counted(monkeypatch)
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    for _ in range(3):
+        assert captcha_errors(submit(client, forged)) == [CAPTCHA_FAILED]
+    assert len(checks) == 1
+    assert refusal_reasons(caplog) == ["captcha rejected: bad signature"] * 3
+    # Only the very bytes are known: another forgery is checked in full, and a real answer is
+    # still checked and accepted.
+    assert captcha_errors(submit(client, forged_payload(client, counter=1))) == [CAPTCHA_FAILED]
+    assert len(checks) == 2
+    assert submit(client, solve_captcha(client)).status_code == 202
+    assert len(checks) == 3
+
+
+def test_an_expired_answer_stays_refused_once_refused(
+    app: Flask,
+    client: FlaskClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app.config["ALTCHA_EXPIRES_SECONDS"] = -1
+    payload = solve_captcha(client)
+    app.config["ALTCHA_EXPIRES_SECONDS"] = 600
+    checks = checks_counted(monkeypatch)
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    for _ in range(2):
+        assert captcha_errors(submit(client, payload)) == [CAPTCHA_FAILED]
+    assert len(checks) == 1
+    assert refusal_reasons(caplog) == ["captcha rejected: expired"] * 2
+
+
+def test_a_payload_refused_by_one_app_is_still_checked_by_another(make_app: AppFactory) -> None:
+    # The verdict depends on the app's secret: two apps in one process keep their own records.
+    first = make_app(SECRET_KEY="first-deployment-secret-key-0123456789")
+    second = make_app(SECRET_KEY="second-deployment-secret-key-987654321")
+    payload = solve_captcha(first.test_client())
+    for _ in range(2):
+        assert captcha_errors(submit(second.test_client(), payload)) == [CAPTCHA_FAILED]
+    assert submit(first.test_client(), payload).status_code == 202
+
+
+def test_the_record_of_refused_payloads_is_bounded_and_forgets_the_oldest() -> None:
+    from service.intake.captcha import refused
+
+    record = refused.RefusedHere()
+    for number in range(refused.MOST + 10):
+        record.add(f"payload:{number}", "captcha rejected: bad signature")
+    assert len(record.reasons) == refused.MOST
+    assert record.reason("payload:9") is None
+    assert record.reason("payload:10") == "captcha rejected: bad signature"
+    assert record.reason(f"payload:{refused.MOST + 9}") == "captcha rejected: bad signature"

@@ -10,7 +10,7 @@ from typing import Any
 from config import ConfigurationError
 
 from ...ops.logs import refused_because
-from . import altcha_proof, replay, third_party
+from . import altcha_proof, refused, replay, third_party
 from .replay import Solution
 
 logger = logging.getLogger(__name__)
@@ -52,20 +52,25 @@ def check(answer: str | None, stored_next: bool = False) -> CaptchaCheck:
     """
     if third_party.current() is not None:
         return CaptchaCheck(third_party.verify(answer))
-    parsed = altcha_proof.read(answer)
-    if parsed is None or answer is None:
+    if not answer or len(answer) > altcha_proof.PAYLOAD_MAX:
         return CaptchaCheck(None)
     # The very payload this process saw spent (a double click, a robot replaying one solved
     # captcha again and again) is refused before its proof of work is derived again
-    # (ALTCHA_COST rounds of PBKDF2, 60 us at the default), and with no store asked. Anything
-    # else, a changed copy included, is checked in full.
+    # (ALTCHA_COST rounds of PBKDF2, 60 us at the default), and with no store asked; the very
+    # payload it refused (a robot replaying one forgery) before it is parsed or its signature
+    # computed. Anything else, a changed copy included, is checked in full.
     exact = altcha_proof.exact_key(answer)
     if replay.spent_here(exact):
         refused_because(logger, "captcha rejected: solution used before")
         return CaptchaCheck(None, reused=True)
-    solution = altcha_proof.verify(parsed, exact)
-    if solution is None:
+    known = refused.known(exact)
+    verdict = altcha_proof.verify(answer, exact) if known is None else known
+    if isinstance(verdict, str):
+        if known is None:
+            refused.remember(exact, verdict)
+        refused_because(logger, verdict)
         return CaptchaCheck(None)
+    solution = verdict
     # A spent answer costs this process no store after the first time, and never a write
     # transaction. A fresh one is not looked up before it is stored: storing the enquiry marks
     # it used in the same transaction, which refuses a used one (and settles a race between

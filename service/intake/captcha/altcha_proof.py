@@ -5,23 +5,20 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import altcha
 from flask import current_app
 
-from ...ops.logs import refused_because
 from .replay import Solution
-
-logger = logging.getLogger(__name__)
 
 ALGORITHM = "PBKDF2/SHA-256"
 # The widget counts until the derived key starts with ALTCHA_DIFFICULTY zeros (1 in 16 each).
 DIFFICULTY_RANGE = range(1, 7)
 FIELD = "altcha"
 PAYLOAD_MAX = 4096
+UNREADABLE = "captcha payload could not be parsed"
 
 
 def _secret(purpose: str) -> str:
@@ -62,31 +59,20 @@ def create_challenge() -> dict[str, Any]:
     return data
 
 
-def read(payload: str | None) -> altcha.Payload | None:
-    """The widget's payload, parsed but not checked; None if it cannot be read."""
-    if not payload or len(payload) > PAYLOAD_MAX:
-        return None
-    try:
-        return altcha.Payload.from_base64(payload)
-    except Exception:  # A crafted payload must cost a captcha error, never a 500.
-        refused_because(logger, "captcha payload could not be parsed")
-        return None
-
-
 def exact_key(payload: str) -> str:
-    """The key a payload is remembered under once spent: a digest of it, byte for byte."""
+    """The key a payload is remembered by once spent or refused: its digest, byte for byte."""
     return "payload:" + hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def verify(parsed: altcha.Payload, exact: str = "") -> Solution | None:
-    """Check a read payload's signature, expiry and proof of work; None if it fails."""
+def verify(payload: str, exact: str = "") -> Solution | str:
+    """Read a payload and check its signature, expiry and proof of work; else why it fails."""
     try:
+        parsed = altcha.Payload.from_base64(payload)
         result = altcha.verify_solution(
             parsed, _secret("challenge"), hmac_key_secret=_secret("key")
         )
     except Exception:  # A crafted payload must cost a captcha error, never a 500.
-        refused_because(logger, "captcha payload could not be parsed")
-        return None
+        return UNREADABLE
     if not result.verified:
         reason = (
             "unreadable payload"
@@ -97,12 +83,10 @@ def verify(parsed: altcha.Payload, exact: str = "") -> Solution | None:
             if result.invalid_signature
             else "wrong solution"
         )
-        refused_because(logger, f"captcha rejected: {reason}")
-        return None
+        return f"captcha rejected: {reason}"
     challenge = parsed.challenge
     # Every challenge this service signs has an expiry, and the signature covers it.
     if challenge.parameters.expires_at is None:
-        refused_because(logger, "captcha rejected: no expiry")
-        return None
+        return "captcha rejected: no expiry"
     expires_at = datetime.fromtimestamp(int(challenge.parameters.expires_at), UTC)
     return Solution(key=str(challenge.signature), expires_at=expires_at, exact_key=exact)
