@@ -74,16 +74,16 @@ def verify(payload: str, exact: str = "") -> Solution | str:
     except Exception:  # A crafted payload must cost a captcha error, never a 500.
         return UNREADABLE
     if not result.verified:
-        reason = (
-            "unreadable payload"
+        # Constant texts: the record of refused payloads holds one copy of each.
+        return (
+            "captcha rejected: unreadable payload"
             if result.error
-            else "expired"
+            else "captcha rejected: expired"
             if result.expired
-            else "bad signature"
+            else "captcha rejected: bad signature"
             if result.invalid_signature
-            else "wrong solution"
+            else "captcha rejected: wrong solution"
         )
-        return f"captcha rejected: {reason}"
     challenge = parsed.challenge
     # Every challenge this service signs has an expiry, and the signature covers it.
     if challenge.parameters.expires_at is None:
