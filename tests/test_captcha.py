@@ -326,9 +326,16 @@ def checks_counted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return checks
 
 
-def refusal_reasons(caplog: pytest.LogCaptureFixture) -> list[str | None]:
+def refused_each_time(
+    client: FlaskClient, payload: str, times: int, caplog: pytest.LogCaptureFixture
+) -> list[str | None]:
+    """Post `payload` `times` times, each refused; the reasons in the requests' log lines."""
     from service.ops.logs import JSONFormatter
 
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    for _ in range(times):
+        assert captcha_errors(submit(client, payload)) == [CAPTCHA_FAILED]
     lines = [r for r in caplog.records if r.name == "service.requests"]
     return [json.loads(JSONFormatter().format(r)).get("reason") for r in lines]
 
@@ -338,12 +345,9 @@ def test_a_payload_refused_here_is_refused_again_for_its_reason_without_a_check(
 ) -> None:
     forged = forged_payload(client)
     checks = checks_counted(monkeypatch)
-    caplog.set_level(logging.INFO)
-    caplog.clear()
-    for _ in range(3):
-        assert captcha_errors(submit(client, forged)) == [CAPTCHA_FAILED]
+    reasons = refused_each_time(client, forged, 3, caplog)
     assert len(checks) == 1
-    assert refusal_reasons(caplog) == ["captcha rejected: bad signature"] * 3
+    assert reasons == ["captcha rejected: bad signature"] * 3
     # Only the very bytes are known: another forgery is checked in full, and a real answer is
     # still checked and accepted.
     assert captcha_errors(submit(client, forged_payload(client, counter=1))) == [CAPTCHA_FAILED]
@@ -362,12 +366,9 @@ def test_an_expired_answer_stays_refused_once_refused(
     payload = solve_captcha(client)
     app.config["ALTCHA_EXPIRES_SECONDS"] = 600
     checks = checks_counted(monkeypatch)
-    caplog.set_level(logging.INFO)
-    caplog.clear()
-    for _ in range(2):
-        assert captcha_errors(submit(client, payload)) == [CAPTCHA_FAILED]
+    reasons = refused_each_time(client, payload, 2, caplog)
     assert len(checks) == 1
-    assert refusal_reasons(caplog) == ["captcha rejected: expired"] * 2
+    assert reasons == ["captcha rejected: expired"] * 2
 
 
 def test_a_payload_refused_by_one_app_is_still_checked_by_another(make_app: AppFactory) -> None:
