@@ -64,7 +64,7 @@ def exact_key(payload: str) -> str:
     return "payload:" + hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def verify(payload: str, exact: str = "") -> Solution | str:
+def verify(payload: str, exact: str) -> Solution | str:
     """Read a payload and check its signature, expiry and proof of work; else why it fails."""
     try:
         parsed = altcha.Payload.from_base64(payload)
