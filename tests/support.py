@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
+import altcha
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -178,3 +179,10 @@ def wait_until(condition: Callable[[], bool], timeout: float, failure: Callable[
         if time.monotonic() > deadline:
             pytest.fail(failure())
         time.sleep(0.02)
+
+
+def forged_payload(client: FlaskClient, counter: int = 0) -> str:
+    """A real challenge of the service with its signature forged, as a robot would send it."""
+    challenge = altcha.Challenge.from_dict(client.get("/altcha/challenge").get_json())
+    challenge.signature = "0" * 64
+    return altcha.Payload(challenge, altcha.Solution(counter, "00" * 32)).to_base64()

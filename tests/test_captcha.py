@@ -21,7 +21,7 @@ from werkzeug.test import TestResponse
 from service.intake.validation import CAPTCHA_FAILED
 from service.store.models import Enquiry, UsedCaptcha
 from tests.conftest import VALID, redis_client, solve_captcha
-from tests.support import AppFactory, records
+from tests.support import AppFactory, forged_payload, records
 
 REDIS = "redis://127.0.0.1:6379/15"
 
@@ -304,13 +304,6 @@ def test_an_answer_signed_under_one_secret_key_is_refused_under_another(
     payload = solve_captcha(first.test_client())
     assert captcha_errors(submit(second.test_client(), payload)) == [CAPTCHA_FAILED]
     assert submit(first.test_client(), payload).status_code == 202
-
-
-def forged_payload(client: FlaskClient, counter: int = 0) -> str:
-    """A real challenge of the service with its signature forged, as a robot would send it."""
-    challenge = altcha.Challenge.from_dict(client.get("/altcha/challenge").get_json())
-    challenge.signature = "0" * 64
-    return altcha.Payload(challenge, altcha.Solution(counter, "00" * 32)).to_base64()
 
 
 def checks_counted(monkeypatch: pytest.MonkeyPatch) -> list[int]:

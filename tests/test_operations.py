@@ -8,7 +8,6 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import altcha
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -17,7 +16,7 @@ from sqlalchemy import text
 from service.ops.logs import JSONFormatter
 from service.store import lifecycle
 from tests.conftest import VALID, deliver_all, solve_captcha
-from tests.support import change, enqueue, personal_data_in
+from tests.support import change, enqueue, forged_payload, personal_data_in
 
 TOKEN = "metrics-test-token"
 
@@ -148,9 +147,7 @@ def test_a_refused_captcha_says_why_in_the_requests_one_line(
     client: FlaskClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    challenge = altcha.Challenge.from_dict(client.get("/altcha/challenge").get_json())
-    challenge.signature = "0" * 64
-    forged = altcha.Payload(challenge, altcha.Solution(0, "00" * 32)).to_base64()
+    forged = forged_payload(client)
     spent = solve_captcha(client)
     assert client.post("/api/enquiries", json={**VALID, "altcha": spent}).status_code == 202
     caplog.clear()
