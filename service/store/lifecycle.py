@@ -141,7 +141,7 @@ def queue(connection: Connection, values: Mapping[str, Any]) -> Enquiry:
         "next_attempt_at": now,
     }
     connection.execute(INSERT_ENQUIRY, row)
-    return Enquiry(**row)
+    return Enquiry.detached(row)
 
 
 def hold(connection: Connection, values: Mapping[str, Any], trap: str, keep: int) -> Enquiry:
@@ -169,7 +169,7 @@ def hold(connection: Connection, values: Mapping[str, Any], trap: str, keep: int
             )
         )
     )
-    return Enquiry(**row)
+    return Enquiry.detached(row)
 
 
 def release_held(enquiry_ids: Sequence[str]) -> int:
@@ -241,7 +241,7 @@ def claim(worker_id: str, limit: int, lease: timedelta) -> list[Enquiry]:
             len(abandoned),
             ", ".join(sorted({str(c.claimed_by) for c in abandoned})),
         )
-    enquiries = [Enquiry(**row._asdict()) for row in claimed]
+    enquiries = [Enquiry.detached(row._asdict()) for row in claimed]
     return sorted(enquiries, key=lambda enquiry: enquiry.next_attempt_at)
 
 

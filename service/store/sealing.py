@@ -141,7 +141,7 @@ def opened(enquiry: Enquiry, keys: Keys) -> Enquiry:
     values = open_box(enquiry.sealed, enquiry.sealed_to, enquiry.id, keys)
     # A new object that no session knows: the plain fields can never be written back.
     columns = {column.name: getattr(enquiry, column.name) for column in Enquiry.__table__.columns}
-    return Enquiry(**(columns | values))
+    return Enquiry.detached(columns | values)
 
 
 def sealed_row(values: Mapping[str, str | None], keys: Keys) -> dict[str, str | None]:
