@@ -6,18 +6,27 @@ import functools
 import inspect
 import re
 import socket
+from datetime import UTC, datetime
+from email.charset import QP, Charset
 from email.message import Message as EmailMessage
+from email.mime.text import MIMEText
 from typing import Any
 
 import flask_mail
 import pytest
+import sqlalchemy
 from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.delivery import mime
 from service.delivery.mime import EnquiryMessage
 from service.intake.limits import drop_per_request_hooks, limiter
+from service.store.models import Enquiry
+
+FAST = settings(max_examples=300, deadline=None, derandomize=True, database=None)
 
 
 def test_flask_limiter_hooks_every_request_with_methods_of_its_own() -> None:
@@ -172,3 +181,85 @@ def test_the_app_asks_once_whether_a_function_is_a_coroutine_and_never_caches_on
             app.ensure_sync(coroutine)
     assert asked == [plain, coroutine, coroutine]
     assert app.test_client().get("/healthz").status_code == 200
+
+
+@FAST
+@given(
+    text=st.text(st.characters(codec="utf-8"), max_size=300)
+    | st.sampled_from(["", "=", "a" * 200, "trailing space \nline", "From the clinic\r\n.\r\n"]),
+    subtype=st.sampled_from(["plain", "html"]),
+)
+def test_a_quoted_printable_part_is_the_bytes_mimetext_builds(text: str, subtype: str) -> None:
+    # What quoted_printable_part replaces (Python 3.11's email package): the same headers in the
+    # same order, the same encoded body, whatever the visitor wrote.
+    built = mime.quoted_printable_part(text, subtype)
+    expected = MIMEText(text, _subtype=subtype, _charset=_utf8_quoted_printable())
+    assert built.as_bytes() == expected.as_bytes()
+    assert built.items() == expected.items()
+    assert built.get_payload(decode=True) == expected.get_payload(decode=True)
+    assert str(built.get_charset()) == "utf-8"
+
+
+def _utf8_quoted_printable() -> Charset:
+    charset = Charset("utf-8")
+    charset.body_encoding = QP
+    return charset
+
+
+def test_flask_mail_encodes_addresses_through_the_sanitize_address_encode_once_replaces(
+    app: Flask,
+) -> None:
+    # What encode_once relies on (Flask-Mail 0.10.0): the header addresses are encoded by the
+    # module's sanitize_address, looked up at each call.
+    source = inspect.getsource(flask_mail.Message._message)
+    assert 'msg["From"] = sanitize_address(self.sender, encoding)' in source
+    assert 'msg["Reply-To"] = sanitize_address(self.reply_to, encoding)' in source
+    assert "sanitize_address(e, encoding)" in inspect.getsource(flask_mail.sanitize_addresses)
+    assert flask_mail.sanitize_address is mime._encoded_or_sanitized  # the app's delivery set it
+
+
+def test_only_the_settings_addresses_are_encoded_once_and_a_visitors_never_kept(
+    app: Flask,
+) -> None:
+    message = EnquiryMessage(
+        subject="New enquiry from Zoë",
+        recipients=["front-desk@clinic.example"],
+        sender="Contact form <forms@clinic.example>",
+        reply_to=("Zoë Citizen", "zoe@example.com"),
+        body="Hello",
+    )
+    with app.app_context():
+        built = message._message()
+        confirmation = EnquiryMessage(
+            subject="Thank you", recipients=["zoe@example.com"], sender=message.sender, body="Hi"
+        )._message()
+    assert built["From"] == "=?utf-8?q?Contact_form?= <forms@clinic.example>"
+    assert built["To"] == "front-desk@clinic.example"
+    assert built["Reply-To"] == "=?utf-8?q?Zo=C3=AB_Citizen?= <zoe@example.com>"
+    assert confirmation["To"] == "zoe@example.com"
+    kept = {address for address, _encoding in mime._ENCODED}
+    assert {"Contact form <forms@clinic.example>", "front-desk@clinic.example"} <= kept
+    assert not any("zoe" in address.lower() for address in kept)
+    # Encoded once or afresh, the header is what Flask-Mail's own function writes.
+    for address in kept:
+        assert mime._ENCODED[address, "utf-8"] == mime._sanitize_address(address, "utf-8")
+
+
+def test_a_detached_enquiry_reads_every_column_as_the_constructor_sets_it() -> None:
+    # What Enquiry.detached relies on (SQLAlchemy 2.0): an instance from the class manager,
+    # its dict filled as the ORM's loading fills it, reads back like a constructed one.
+    values = {column.name: f"value of {column.name}" for column in Enquiry.__table__.columns} | {
+        "attempts": 2,
+        "created_at": datetime(2026, 12, 3, tzinfo=UTC),
+    }
+    detached, constructed = Enquiry.detached(values), Enquiry(**values)
+    for name in values:
+        assert getattr(detached, name) == getattr(constructed, name) == values[name]
+    partial = Enquiry.detached({"id": "a" * 32, "status": "pending"})
+    assert (partial.id, partial.status, partial.name, partial.sent_at) == (
+        "a" * 32,
+        "pending",
+        None,
+        None,
+    )
+    assert sqlalchemy.inspect(detached).transient

@@ -9,9 +9,10 @@ from flask import Blueprint, Flask
 
 from ..ops import metrics
 from ..store import lifecycle
+from . import message
 from .catcher import start_catcher
 from .gauges import OutboxGauges
-from .mime import look_up_the_host_once
+from .mime import encode_once, look_up_the_host_once
 from .smtp import mail
 from .worker import EmbeddedWorker
 
@@ -37,6 +38,9 @@ def init_app(app: Flask) -> None:
         start_catcher(app)
     mail.init_app(app)
     look_up_the_host_once()
+    with app.app_context():
+        sender = app.config["MAIL_DEFAULT_SENDER"]
+        encode_once([*([sender] if isinstance(sender, str) else []), *message.every_inbox()])
     app.register_blueprint(templates)
     metrics.add_scrape_collector(app, OutboxGauges(app))
     embedded = EmbeddedWorker(app) if app.config["DELIVERY_WORKER"] == "embedded" else None
