@@ -566,32 +566,45 @@ class Sink:
         PROCESSES.stop(self.proc)
         self.log.close()
 
-    def ceiling(self, count: int, per_connection: int) -> dict:
-        """The most emails a second this sink takes: a bare client sending one prebuilt email."""
+    def ceiling(self, count: int, per_connection: int, clients: int = 1) -> dict:
+        """The most emails a second this sink takes: bare clients sending one prebuilt email."""
         # No service code at all: smtplib, and the same email again and again, over connections
         # of `per_connection` emails as the worker's batches use them. Whatever the worker does,
-        # it cannot deliver faster than this.
+        # it cannot deliver faster than this over as many connections.
         email = ceiling_email()
+
+        def send(emails: int) -> None:
+            client: smtplib.SMTP | None = None
+            for number in range(emails):
+                if number % per_connection == 0:
+                    if client is not None:
+                        client.quit()
+                    client = smtplib.SMTP(HOST, self.smtp_port, local_hostname="bench", timeout=30)
+                assert client is not None
+                client.sendmail(SENDER, [INBOX], email)
+            if client is not None:
+                client.quit()
+
+        each = count // clients
+        threads = [threading.Thread(target=send, args=(each,)) for _ in range(clients)]
         started = time.perf_counter()
         cpu = time.process_time()
-        client: smtplib.SMTP | None = None
-        for number in range(count):
-            if number % per_connection == 0:
-                if client is not None:
-                    client.quit()
-                client = smtplib.SMTP(HOST, self.smtp_port, local_hostname="bench", timeout=30)
-            assert client is not None
-            client.sendmail(SENDER, [INBOX], email)
-        if client is not None:
-            client.quit()
+        sink_cpu = cpu_seconds([self.proc.pid])
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
         seconds = time.perf_counter() - started
+        sent = each * clients
         return {
-            "emails": count,
+            "emails": sent,
             "email_bytes": len(email),
             "per_connection": per_connection,
-            "rate": count / seconds,
-            "client_cpu_ms_per_email": (time.process_time() - cpu) / count * 1000,
-            "note": "a bare smtplib client sending one prebuilt email: what the sink takes at most",
+            "clients": clients,
+            "rate": sent / seconds,
+            "client_cpu_ms_per_email": (time.process_time() - cpu) / sent * 1000,
+            "sink_cpu_ms_per_email": (cpu_seconds([self.proc.pid]) - sink_cpu) / sent * 1000,
+            "note": "bare smtplib clients sending one prebuilt email: what the sink takes at most",
         }
 
 
@@ -1368,9 +1381,18 @@ class Bench:
         say(f"  service  queued {backlog} enquiries in {filled['seconds']:.1f} s")
         self.sink.reset()
         ceiling = self.sink.ceiling(min(backlog, 3000), per_connection=20)
-        say(f"  sink     takes at most {ceiling['rate']:.0f} emails/s from a bare client")
+        self.sink.reset()
+        # Two clients at once: what the sink takes when its waits overlap, as two lanes' do.
+        ceiling_two = self.sink.ceiling(min(backlog, 3000), per_connection=20, clients=2)
+        say(
+            f"  sink     takes at most {ceiling['rate']:.0f} emails/s from a bare client "
+            f"(CPU per email: client {ceiling['client_cpu_ms_per_email']:.2f} ms, sink "
+            f"{ceiling['sink_cpu_ms_per_email']:.2f} ms), {ceiling_two['rate']:.0f} from two "
+            f"at once (sink {ceiling_two['sink_cpu_ms_per_email']:.2f} ms an email)"
+        )
         self.sink.reset()
         log = self.tmp / "outbox-work.log"
+        sink_cpu = cpu_seconds([self.sink.proc.pid])
         with open(log, "w") as handle:
             started = time.time()
             proc = PROCESSES.start(
@@ -1386,8 +1408,11 @@ class Bench:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     break
                 time.sleep(0.05)
+            # Read before it stops: its start-up (importing the app) is in it, about 1 s of CPU.
+            worker_cpu = cpu_seconds([proc.pid])
         finally:
             PROCESSES.stop(proc)
+        sink_cpu = cpu_seconds([self.sink.proc.pid]) - sink_cpu
         stats = self.sink.stats()
         count, first, last = stats["count"], stats["first"], stats["last"]
         steady = (count - 1) / (last - first) if count > 1 and last > first else 0.0
@@ -1401,7 +1426,10 @@ class Bench:
             "seconds_first_to_last": (last - first) if count > 1 else None,
             "fill_seconds": filled["seconds"],
             "sink_ceiling": ceiling,
+            "sink_ceiling_two_clients": ceiling_two,
             "connections": connections or 1,
+            "worker_cpu_ms_per_email": worker_cpu / count * 1000 if count else None,
+            "sink_cpu_ms_per_email": sink_cpu / count * 1000 if count else None,
             "note": "enquiries/s from the first email to the last at the sink; rate_from_start "
             "includes starting `flask outbox work`",
         }
@@ -1410,7 +1438,9 @@ class Bench:
         say(
             f"  service  delivered {count} in {last - first if count > 1 else 0:.1f} s: "
             f"{steady:.0f} enquiries/s ({overall:.0f}/s counting start-up), "
-            f"over {stats['connections']} SMTP connections"
+            f"over {stats['connections']} SMTP connections; CPU per email: worker "
+            f"{worker_cpu / max(count, 1) * 1000:.2f} ms, "
+            f"sink {sink_cpu / max(count, 1) * 1000:.2f} ms"
         )
 
     # -- the whole run -------------------------------------------------------------------------
@@ -1714,11 +1744,15 @@ def render_markdown(report: dict) -> str:
         for name in systems:
             row += [fmt_rps(two["rate"]) if name == "service" else "", "", "", ""]
         lines.append("| " + " | ".join(row) + " |")
-    row = ["the sink's ceiling: a bare smtplib client sending one prebuilt email (emails/s)"]
-    for name in systems:
-        ceiling = (deliveries.get(name) or {}).get("sink_ceiling")
-        row += [fmt_rps(ceiling["rate"]) if ceiling else "n/a", "", "", ""]
-    lines.append("| " + " | ".join(row) + " |")
+    for key, label in (
+        ("sink_ceiling", "a bare smtplib client"),
+        ("sink_ceiling_two_clients", "two bare smtplib clients at once"),
+    ):
+        row = [f"the sink's ceiling: {label} sending one prebuilt email (emails/s)"]
+        for name in systems:
+            ceiling = (deliveries.get(name) or {}).get(key)
+            row += [fmt_rps(ceiling["rate"]) if ceiling else "n/a", "", "", ""]
+        lines.append("| " + " | ".join(row) + " |")
     row = ["RSS per gunicorn worker after the runs (MB, largest)"]
     hello_mb = report["memory"].get("hello", {}).get("max_mb")
     for name in systems:
@@ -1791,6 +1825,7 @@ def cpu_table(report: dict) -> list[str]:
                 cells.append(f"{SYSTEMS[system].split(' ', 1)[0]} {shown}")
         if cells:
             rows.append(f"| {SCENARIOS[scenario]} | {'; '.join(cells)} |")
+    rows += delivery_cpu_rows(report)
     if not rows:
         return []
     return [
@@ -1804,6 +1839,31 @@ def cpu_table(report: dict) -> list[str]:
         "| --- | --- |",
         *rows,
     ]
+
+
+def delivery_cpu_rows(report: dict) -> list[str]:
+    """CPU per email of the delivery runs: the worker's and the sink's, and the bare client's."""
+    rows = []
+    for key, label in (
+        ("delivery", "delivery from a backlog"),
+        ("delivery_two_connections", "the same backlog with OUTBOX_CONNECTIONS=2"),
+        ("baseline_delivery", "delivery from a backlog, baseline"),
+    ):
+        run = report.get(key) or {}
+        worker, sink = run.get("worker_cpu_ms_per_email"), run.get("sink_cpu_ms_per_email")
+        if worker is not None and sink is not None:
+            rows.append(
+                f"| {label} (CPU per email) | `outbox work` {worker:.2f} ms; sink {sink:.2f} ms |"
+            )
+        for name, clients in (("sink_ceiling", "one"), ("sink_ceiling_two_clients", "two")):
+            ceiling = run.get(name) or {}
+            if key == "delivery" and ceiling.get("sink_cpu_ms_per_email") is not None:
+                rows.append(
+                    f"| the sink's ceiling, {clients} bare smtplib client(s) (CPU per email) | "
+                    f"client {ceiling['client_cpu_ms_per_email']:.2f} ms; sink "
+                    f"{ceiling['sink_cpu_ms_per_email']:.2f} ms |"
+                )
+    return rows
 
 
 def steal_note(report: dict) -> list[str]:
