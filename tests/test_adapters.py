@@ -6,6 +6,8 @@ import functools
 import inspect
 import re
 import socket
+import subprocess
+import sys
 from datetime import UTC, datetime
 from email.charset import QP, Charset
 from email.message import Message as EmailMessage
@@ -25,6 +27,7 @@ from service.delivery import mime
 from service.delivery.mime import EnquiryMessage
 from service.intake.limits import drop_per_request_hooks, limiter
 from service.store.models import Enquiry
+from tests.support import AppFactory
 
 FAST = settings(max_examples=300, deadline=None, derandomize=True, database=None)
 
@@ -197,7 +200,12 @@ def test_a_quoted_printable_part_is_the_bytes_mimetext_builds(text: str, subtype
     assert built.as_bytes() == expected.as_bytes()
     assert built.items() == expected.items()
     assert built.get_payload(decode=True) == expected.get_payload(decode=True)
-    assert str(built.get_charset()) == "utf-8"
+    charset, expected_charset = built.get_charset(), expected.get_charset()
+    assert (str(charset), charset.body_encoding, charset.header_encoding) == (
+        str(expected_charset),
+        expected_charset.body_encoding,
+        expected_charset.header_encoding,
+    )
 
 
 def _utf8_quoted_printable() -> Charset:
@@ -219,34 +227,68 @@ def test_flask_mail_encodes_addresses_through_the_sanitize_address_encode_once_r
 
 
 def test_only_the_settings_addresses_are_encoded_once_and_a_visitors_never_kept(
-    app: Flask,
+    app: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    message = EnquiryMessage(
-        subject="New enquiry from Zoë",
-        recipients=["front-desk@clinic.example"],
-        sender="Contact form <forms@clinic.example>",
-        reply_to=("Zoë Citizen", "zoe@example.com"),
-        body="Hello",
-    )
-    with app.app_context():
-        built = message._message()
-        confirmation = EnquiryMessage(
-            subject="Thank you", recipients=["zoe@example.com"], sender=message.sender, body="Hi"
-        )._message()
-    assert built["From"] == "=?utf-8?q?Contact_form?= <forms@clinic.example>"
-    assert built["To"] == "front-desk@clinic.example"
-    assert built["Reply-To"] == "=?utf-8?q?Zo=C3=AB_Citizen?= <zoe@example.com>"
-    assert confirmation["To"] == "zoe@example.com"
+    def build(sender: str | tuple[str, str], reply_to: tuple[str, str]) -> list[Any]:
+        with app.app_context():
+            built = EnquiryMessage(
+                subject="New enquiry from Zoë",
+                recipients=["front-desk@clinic.example"],
+                sender=sender,
+                reply_to=reply_to,
+                body="Hello",
+            )._message()
+            confirmation = EnquiryMessage(
+                subject="Thank you", recipients=["zoe@example.com"], sender=sender, body="Hi"
+            )._message()
+        return [built["From"], built["To"], built["Reply-To"], confirmation["To"]]
+
+    patient = ("Zoë Citizen", "zoe@example.com")
+    settings_sender = "Contact form <forms@clinic.example>"
+    mime.encode_once(["Clínica Sur <forms@clínica.example>"])
+    senders = [settings_sender, "Clínica Sur <forms@clínica.example>", ("Clinic", "a@b.example")]
+    cached = [build(sender, patient) for sender in senders]
+    # Flask-Mail's own function for every address: the headers are the same, encoded once or not.
+    monkeypatch.setattr(flask_mail, "sanitize_address", mime._sanitize_address)
+    assert cached == [build(sender, patient) for sender in senders]
+    assert cached[0][0] == "=?utf-8?q?Contact_form?= <forms@clinic.example>"
+    assert cached[0][2] == "=?utf-8?q?Zo=C3=AB_Citizen?= <zoe@example.com>"
     kept = {address for address, _encoding in mime._ENCODED}
-    assert {"Contact form <forms@clinic.example>", "front-desk@clinic.example"} <= kept
+    assert {settings_sender, "front-desk@clinic.example"} <= kept
     assert not any("zoe" in address.lower() for address in kept)
-    # Encoded once or afresh, the header is what Flask-Mail's own function writes.
-    for address in kept:
-        assert mime._ENCODED[address, "utf-8"] == mime._sanitize_address(address, "utf-8")
+
+
+def test_a_settings_address_with_no_ascii_form_is_not_encoded_once_and_the_app_starts(
+    make_app: AppFactory,
+) -> None:
+    # Its emails fail on it as they did before encode_once; the app, its CLI and its health
+    # checks still start.
+    sender = "Clinic <ü@clinic..example>"
+    with pytest.raises(UnicodeError):
+        mime._sanitize_address(sender, "utf-8")
+    app = make_app(MAIL_DEFAULT_SENDER=sender)
+    assert app.test_client().get("/healthz").status_code == 200
+    assert (sender, "utf-8") not in mime._ENCODED
+    assert ("front-desk@clinic.example", "utf-8") in mime._ENCODED
+
+
+def test_a_detached_enquiry_reads_its_columns_in_a_process_that_built_none_before() -> None:
+    # Enquiry.detached skips the constructor, which is where SQLAlchemy would otherwise set
+    # up the mappers: models.py does so at import.
+    script = (
+        "from service.store.models import Enquiry\n"
+        "enquiry = Enquiry.detached({'id': 'a' * 32, 'status': 'pending'})\n"
+        "print(enquiry.id, enquiry.status, enquiry.name)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["a" * 32, "pending", "None"]
 
 
 def test_a_detached_enquiry_reads_every_column_as_the_constructor_sets_it() -> None:
-    # What Enquiry.detached relies on (SQLAlchemy 2.0): an instance from the class manager,
+    # What Enquiry.detached relies on (SQLAlchemy 2.1): an instance from the class manager,
     # its dict filled as the ORM's loading fills it, reads back like a constructed one.
     values = {column.name: f"value of {column.name}" for column in Enquiry.__table__.columns} | {
         "attempts": 2,

@@ -101,7 +101,10 @@ def encode_once(addresses: Iterable[str]) -> None:
     # Parsing and encoding an address costs 40-60 us, and every email names the sender and the
     # inboxes again. Flask-Mail looks up its module's sanitize_address at each call.
     for address in addresses:
-        _ENCODED.setdefault((address, "utf-8"), _sanitize_address(address, "utf-8"))
+        try:
+            _ENCODED.setdefault((address, "utf-8"), _sanitize_address(address, "utf-8"))
+        except ValueError:  # no IDNA form: each email fails on it as before, the app starts
+            continue
     flask_mail.sanitize_address = _encoded_or_sanitized
 
 
