@@ -39,8 +39,9 @@ def init_app(app: Flask) -> None:
     mail.init_app(app)
     look_up_the_host_once()
     with app.app_context():
-        sender = app.config["MAIL_DEFAULT_SENDER"]
-        encode_once([*([sender] if isinstance(sender, str) else []), *message.every_inbox()])
+        settings = [app.config["MAIL_DEFAULT_SENDER"], *message.every_inbox()]
+    # Only addresses given as strings are encoded once; a (name, address) sender, per email.
+    encode_once(address for address in settings if isinstance(address, str))
     app.register_blueprint(templates)
     metrics.add_scrape_collector(app, OutboxGauges(app))
     embedded = EmbeddedWorker(app) if app.config["DELIVERY_WORKER"] == "embedded" else None
