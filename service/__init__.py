@@ -15,7 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from config import ConfigurationError, config_class, read_environment
 
 from . import commands, delivery
-from .intake import body_checks, captcha, form_token, limits
+from .intake import body_checks, captcha, form_token, limits, refused_fields
 from .intake.captcha import refused, replay
 from .ops import logs, metrics
 from .store import sealing
@@ -204,6 +204,7 @@ def register_intake(app: Flask) -> None:
     form_token.init_app(app)
     replay.init_app(app)
     refused.init_app(app)
+    refused_fields.init_app(app)
 
 
 def register_delivery(app: Flask) -> None:

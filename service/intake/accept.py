@@ -19,7 +19,7 @@ from ..ops import metrics
 from ..store import autoreplies, lifecycle, queries, sealing
 from ..store.engine import store
 from ..store.models import Enquiry
-from . import captcha, validation
+from . import captcha, refused_fields, validation
 from .captcha import replay, third_party
 from .validation import CAPTCHA_FAILED, FIELDS, EnquiryFields
 
@@ -66,20 +66,32 @@ def submit(
     posted: Mapping[str, str | None], answer: str | None, key: str | None, route: str
 ) -> Outcome:
     """Check and store an enquiry once per key, tell the worker, count the outcome."""
-    checked = validation.check_fields(posted, current_app.config["PHONE_DEFAULT_REGION"])
-    errors = dict(checked.errors)
+    region = current_app.config["PHONE_DEFAULT_REGION"]
+    # Fields this process refused before (a robot replaying one body) are not checked again
+    # unless the captcha passes: their errors are the same, and the checks are a third of a
+    # refusal's work.
+    refused = refused_fields.record()
+    known = refused.errors_before(posted, region)
+    checked: validation.FieldCheck | None = None
+    if known is None:
+        checked = validation.check_fields(posted, region)
+        errors = dict(checked.errors)
+    else:
+        errors = dict(known)
     third = third_party.current() is not None
     verdict: captcha.CaptchaCheck | None = None
     if not (errors and third and answer):
-        verdict = captcha.check(answer, stored_next=checked.fields is not None)
+        verdict = captcha.check(answer, stored_next=not errors)
     # Otherwise a provider's token is kept for the corrected form: the provider accepts it once,
     # and this form cannot be stored anyway.
     reused = verdict is not None and verdict.reused
     if verdict is not None and verdict.solution is None:
         errors["captcha"] = CAPTCHA_FAILED
-    if checked.fields is not None and verdict is not None and verdict.solution is not None:
+    if not errors and verdict is not None and verdict.solution is not None:
+        fields = (checked or validation.check_fields(posted, region)).fields
+        assert fields is not None  # the same strings, the same verdict
         try:
-            enquiry = _accept_once_a_day(checked.fields, verdict.solution, key)
+            enquiry = _accept_once_a_day(fields, verdict.solution, key)
         except CaptchaReplayed:
             captcha.refused_as_used(verdict.solution)
             errors["captcha"] = CAPTCHA_FAILED
@@ -93,6 +105,8 @@ def submit(
             metrics.count_submission(route, "accepted")
             logger.info("enquiry %s accepted from %s", enquiry.id, SOURCES[route])
             return Outcome(enquiry.id)
+    if checked is not None:
+        refused.remember(posted, region, checked.errors)
     return _refused_or_repeated(errors, reused, key, route, third)
 
 

@@ -2,32 +2,29 @@
 
 from __future__ import annotations
 
-import threading
-
 from flask import Flask, current_app
+
+from ..bounded import Bounded
 
 # A robot replaying one forged or stale payload is the common case; one that sends a new
 # forgery each time pays the full check and only pushes out its own older ones.
 MOST = 2048
 
 
-class RefusedHere:
+class RefusedHere(Bounded[str, str]):
     """Exact payload keys (`altcha_proof.exact_key`) this process refused, with the reason."""
 
     def __init__(self) -> None:
-        self.reasons: dict[str, str] = {}
-        self.lock = threading.Lock()
+        super().__init__(MOST)
+
+    @property
+    def reasons(self) -> dict[str, str]:
+        """The payload keys held, oldest first, with why each was refused."""
+        return self.entries
 
     def reason(self, key: str) -> str | None:
         """Why the payload under `key` was refused, or None if it was not refused here."""
-        return self.reasons.get(key)
-
-    def add(self, key: str, reason: str) -> None:
-        """Remember a refusal; the oldest is forgotten once MOST are held."""
-        with self.lock:
-            if len(self.reasons) >= MOST:
-                del self.reasons[next(iter(self.reasons))]
-            self.reasons[key] = reason
+        return self.get(key)
 
 
 def init_app(app: Flask) -> None:
