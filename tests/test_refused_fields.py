@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from service.intake import refused_fields, validation
+from service.intake.captcha import refused
 from service.intake.validation import CAPTCHA_FAILED
 from tests.conftest import VALID, solve_captcha
 from tests.support import load
@@ -149,3 +151,10 @@ def test_the_record_is_bounded_and_holds_no_words_of_the_post() -> None:
     assert "Message number" not in held
     # One error set, held once however many posts share it.
     assert len(record.shapes) == 1
+
+
+def test_the_readme_gives_the_records_sizes() -> None:
+    readme = Path(__file__).resolve().parent.parent.joinpath("README.md").read_text()
+    assert f"last {refused.MOST:,} ALTCHA payloads it" in readme
+    assert f"the last {refused_fields.MOST:,} posts it refused" in readme.replace("\n", " ")
+    assert f"The fields of the last {refused_fields.MOST:,} posts a process refused" in readme
