@@ -295,6 +295,21 @@ def test_invalid_fields_do_not_spend_the_token(
     assert_accepted(post(client, "api", provider, token), "api")
 
 
+def test_a_form_refused_again_does_not_spend_the_token_either(
+    provider_app: Flask, stand_in: SiteverifyServer, provider: str
+) -> None:
+    # The second time, the fields' errors come from the record of refused posts: the provider
+    # must still not be asked about a form that cannot be stored.
+    client = provider_app.test_client()
+    token = stand_in.issue()
+    for _ in range(2):
+        wrong = post(client, "api", provider, token, email="jane@")
+        assert wrong.status_code == 422
+        assert list(wrong.get_json()["errors"]) == ["email"]
+    assert stand_in.received == []
+    assert_accepted(post(client, "api", provider, token), "api")
+
+
 # --- Refused, failing closed -----------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from flask.testing import FlaskClient
 from service.intake import refused_fields, validation
 from service.intake.captcha import refused
 from service.intake.validation import CAPTCHA_FAILED
-from tests.conftest import VALID, solve_captcha
+from tests.conftest import VALID, csrf_token, solve_captcha
 from tests.support import load
 
 BAD = {"name": "", "email": "jane@", "phone": "123", "message": "Hello"}
@@ -30,6 +31,13 @@ def checks_counted(monkeypatch: pytest.MonkeyPatch) -> list[Mapping[str, Any]]:
 
     monkeypatch.setattr(validation, "check_fields", counted)
     return runs
+
+
+def known(app: Flask, posted: Mapping[str, str | None]) -> refused_fields.Errors | None:
+    """What the app's record holds for these fields, or None."""
+    with app.app_context():
+        record = refused_fields.record()
+        return record.get(record.digest(posted, app.config["PHONE_DEFAULT_REGION"]))
 
 
 def post(client: FlaskClient, body: dict[str, str]) -> tuple[int, Any]:
@@ -72,8 +80,7 @@ def test_fields_refused_for_their_captcha_are_stored_cleaned_once_it_is_solved(
 ) -> None:
     sent = {**VALID, "email": "Jane.Citizen@EXAMPLE.com", "name": "  Jane Citizen "}
     assert post(client, sent)[0] == 422
-    with app.app_context():
-        assert refused_fields.record().errors_before(sent, "AU") == ()
+    assert known(app, sent) == ()
     runs = checks_counted(monkeypatch)
     status, body = post(client, {**sent, "altcha": solve_captcha(client)})
     assert status == 202
@@ -142,11 +149,11 @@ def test_the_record_is_bounded_and_holds_no_words_of_the_post() -> None:
     record = refused_fields.RefusedFields()
     posts = [{**VALID, "message": f"Message number {n}"} for n in range(refused_fields.MOST + 10)]
     for posted in posts:
-        record.remember(posted, "AU", {"phone": validation.INVALID_NUMBER})
+        record.remember(record.digest(posted, "AU"), {"phone": validation.INVALID_NUMBER})
     assert len(record.entries) == refused_fields.MOST
-    assert record.errors_before(posts[9], "AU") is None
-    assert record.errors_before(posts[10], "AU") == (("phone", "Invalid Number"),)
-    held = repr(record.entries) + repr(record.shapes)
+    assert record.get(record.digest(posts[9], "AU")) is None
+    assert record.get(record.digest(posts[10], "AU")) == (("phone", "Invalid Number"),)
+    held = repr(vars(record))
     assert all(value not in held for value in VALID.values())
     assert "Message number" not in held
     # One error set, held once however many posts share it.
@@ -158,3 +165,31 @@ def test_the_readme_gives_the_records_sizes() -> None:
     assert f"last {refused.MOST:,} ALTCHA payloads it" in readme
     assert f"the last {refused_fields.MOST:,} posts it refused" in readme.replace("\n", " ")
     assert f"The fields of the last {refused_fields.MOST:,} posts a process refused" in readme
+
+
+def test_a_stored_enquiry_sent_again_leaves_nothing_in_the_record(
+    app: Flask, client: FlaskClient
+) -> None:
+    # A double click: the second post is a repeat of a stored enquiry, answered 202 with its id.
+    body = {**VALID, "altcha": solve_captcha(client)}
+    headers = {"Idempotency-Key": "double-click-1"}
+    first = client.post("/api/enquiries", json=body, headers=headers)
+    second = client.post("/api/enquiries", json=body, headers=headers)
+    assert (first.status_code, second.status_code) == (202, 202)
+    assert first.get_json()["id"] == second.get_json()["id"]
+    assert known(app, VALID) is None
+
+
+def test_the_page_shows_a_refused_form_again_with_the_same_errors_without_its_checks(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = checks_counted(monkeypatch)
+    pages = []
+    for _ in range(2):
+        data = {**BAD, "csrf_token": csrf_token(client), "altcha": ""}
+        response = client.post("/contact", data=data)
+        assert response.status_code == 422
+        pages.append(re.findall(r'<p class="error" id="([a-z]+)-error">([^<]*)</p>', response.text))
+    assert pages[0] == pages[1]
+    assert ("email", "Invalid Email") in pages[0] and ("phone", "Invalid Number") in pages[0]
+    assert len(runs) == 1

@@ -70,14 +70,11 @@ def submit(
     # Fields this process refused before (a robot replaying one body) are not checked again
     # unless the captcha passes: their errors are the same, and the checks are a third of a
     # refusal's work.
-    refused = refused_fields.record()
-    known = refused.errors_before(posted, region)
-    checked: validation.FieldCheck | None = None
-    if known is None:
-        checked = validation.check_fields(posted, region)
-        errors = dict(checked.errors)
-    else:
-        errors = dict(known)
+    record = refused_fields.record()
+    digest = record.digest(posted, region)
+    known = record.get(digest)
+    checked = validation.check_fields(posted, region) if known is None else None
+    errors = dict(checked.errors) if checked is not None else dict(known or ())
     third = third_party.current() is not None
     verdict: captcha.CaptchaCheck | None = None
     if not (errors and third and answer):
@@ -88,8 +85,10 @@ def submit(
     if verdict is not None and verdict.solution is None:
         errors["captcha"] = CAPTCHA_FAILED
     if not errors and verdict is not None and verdict.solution is not None:
-        fields = (checked or validation.check_fields(posted, region)).fields
-        assert fields is not None  # the same strings, the same verdict
+        # Known fields are checked again now: the store gets them cleaned, not a verdict.
+        checked = checked or validation.check_fields(posted, region)
+    fields = checked.fields if checked is not None else None
+    if fields is not None and verdict is not None and verdict.solution is not None:
         try:
             enquiry = _accept_once_a_day(fields, verdict.solution, key)
         except CaptchaReplayed:
@@ -105,9 +104,10 @@ def submit(
             metrics.count_submission(route, "accepted")
             logger.info("enquiry %s accepted from %s", enquiry.id, SOURCES[route])
             return Outcome(enquiry.id)
-    if checked is not None:
-        refused.remember(posted, region, checked.errors)
-    return _refused_or_repeated(errors, reused, key, route, third)
+    outcome = _refused_or_repeated(errors, reused, key, route, third)
+    if known is None and checked is not None and outcome.enquiry_id is None:
+        record.remember(digest, checked.errors)
+    return outcome
 
 
 def _accept_once_a_day(

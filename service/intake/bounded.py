@@ -8,6 +8,10 @@ from typing import Generic, TypeVar
 K = TypeVar("K")
 V = TypeVar("V")
 
+# How many refusals a process remembers. A robot replaying one post is the common case; one
+# that sends a new post each time pays the full checks and only pushes out its own older ones.
+REFUSALS_HELD = 2048
+
 
 class Bounded(Generic[K, V]):
     """Values by key, at most `most` of them: adding one more forgets the oldest."""

@@ -8,12 +8,10 @@ from collections.abc import Mapping
 
 from flask import Flask, current_app
 
-from .bounded import Bounded
+from .bounded import REFUSALS_HELD, Bounded
 from .validation import FIELDS
 
-# A robot replaying one body is the common flood; one that sends a new body each time pays the
-# checks and only pushes out its own older ones.
-MOST = 2048
+MOST = REFUSALS_HELD
 
 # What the checks found, as (field, text) pairs: no patient's words, only the texts shown.
 Errors = tuple[tuple[str, str], ...]
@@ -40,20 +38,14 @@ class RefusedFields(Bounded[bytes, Errors]):
             hashed.update(encoded)
         return hashed.digest()
 
-    def errors_before(self, posted: Mapping[str, str | None], region: str) -> Errors | None:
-        """What the checks found in these fields before, or None if they were not refused here."""
-        return self.get(self.digest(posted, region))
-
-    def remember(
-        self, posted: Mapping[str, str | None], region: str, errors: Mapping[str, str]
-    ) -> None:
+    def remember(self, digest: bytes, errors: Mapping[str, str]) -> None:
         """Note what the checks found in the fields of a refused post: it can never change."""
         shape = tuple(errors.items())
-        self.add(self.digest(posted, region), self.shapes.setdefault(shape, shape))
+        self.add(digest, self.shapes.setdefault(shape, shape))
 
 
 def init_app(app: Flask) -> None:
-    """Give the app an empty record: its verdicts depend on the app's phone region."""
+    """Give the app an empty record, under a key of its own."""
     app.extensions["refused_fields"] = RefusedFields()
 
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from flask import Flask, current_app
 
-from ..bounded import Bounded
+from ..bounded import REFUSALS_HELD, Bounded
 
-# A robot replaying one forged or stale payload is the common case; one that sends a new
-# forgery each time pays the full check and only pushes out its own older ones.
-MOST = 2048
+MOST = REFUSALS_HELD
 
 
 class RefusedHere(Bounded[str, str]):
