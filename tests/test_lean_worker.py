@@ -25,19 +25,24 @@ print(json.dumps(sorted(sys.modules)))
 """
 
 
-def loaded_by_a_worker(settings: dict) -> set[str]:
-    """The modules a worker holds after its start-up and its first requests."""
-    env = {**os.environ, "SERVICE_ENV": "testing"}
+def last_line_of(script: str, *args: str, **env: str) -> str:
+    """Run `script` in a fresh interpreter of the testing configuration; its last line."""
     done = subprocess.run(
-        [sys.executable, "-c", SERVE, json.dumps(settings), json.dumps({**VALID, "altcha": ""})],
+        [sys.executable, "-c", script, *args],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "SERVICE_ENV": "testing", **env},
         capture_output=True,
         text=True,
         timeout=120,
         check=True,
     )
-    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+    return done.stdout.strip().splitlines()[-1]
+
+
+def loaded_by_a_worker(settings: dict) -> set[str]:
+    """The modules a worker holds after its start-up and its first requests."""
+    valid = json.dumps({**VALID, "altcha": ""})
+    return set(json.loads(last_line_of(SERVE, json.dumps(settings), valid)))
 
 
 @pytest.fixture
@@ -74,23 +79,11 @@ def test_a_worker_with_redis_loads_it(settings: dict) -> None:
 def test_the_entry_point_keeps_what_start_up_built_out_of_the_collectors_passes(
     settings: dict,
 ) -> None:
-    env = {
-        **os.environ,
-        "SERVICE_ENV": "testing",
-        "DATABASE_URL": settings["DATABASE_URL"],
-        "SECRET_KEY": settings["SECRET_KEY"],
-    }
     script = "import gc, wsgi; print(gc.get_freeze_count(), len(gc.get_objects()))"
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
+    line = last_line_of(
+        script, DATABASE_URL=settings["DATABASE_URL"], SECRET_KEY=settings["SECRET_KEY"]
     )
-    frozen, tracked = map(int, done.stdout.split())
+    frozen, tracked = map(int, line.split())
     # The app's objects are frozen; what the collector still walks is what came after.
     assert frozen > 20_000
     assert tracked < frozen / 10
