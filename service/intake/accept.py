@@ -82,24 +82,26 @@ def submit(
     # Otherwise a provider's token is kept for the corrected form: the provider accepts it once,
     # and this form cannot be stored anyway.
     reused = verdict is not None and verdict.reused
-    if verdict is not None and verdict.solution is None:
+    solution = verdict.solution if verdict is not None else None
+    if verdict is not None and solution is None:
         errors["captcha"] = CAPTCHA_FAILED
-    if not errors and verdict is not None and verdict.solution is not None:
+    fields: EnquiryFields | None = None
+    if not errors and solution is not None:
         # Known fields are checked again now: the store gets them cleaned, not a verdict.
         checked = checked or validation.check_fields(posted, region)
-    fields = checked.fields if checked is not None else None
-    if fields is not None and verdict is not None and verdict.solution is not None:
+        fields = checked.fields
+    if fields is not None and solution is not None:
         try:
-            enquiry = _accept_once_a_day(fields, verdict.solution, key)
+            enquiry = _accept_once_a_day(fields, solution, key)
         except CaptchaReplayed:
-            captcha.refused_as_used(verdict.solution)
+            captcha.refused_as_used(solution)
             errors["captcha"] = CAPTCHA_FAILED
             reused = True
         except IntegrityError:  # the key, committed by a twin
             errors["captcha"] = CAPTCHA_FAILED
             reused = True
         else:
-            replay.remember_spent(verdict.solution)
+            replay.remember_spent(solution)
             lifecycle.enquiry_queued.send(current_app._get_current_object())  # type: ignore[attr-defined]
             metrics.count_submission(route, "accepted")
             logger.info("enquiry %s accepted from %s", enquiry.id, SOURCES[route])
