@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +22,8 @@ from itsdangerous.signer import HMACAlgorithm
 from wtforms.csrf.core import CSRF, CSRFTokenField
 from wtforms.form import BaseForm
 from wtforms.validators import ValidationError
+
+from ..ops import random_tokens
 
 EXPIRED = "This form had expired. Please check your details and press Send again."
 SALT = "contact-form.form-token"
@@ -121,7 +122,7 @@ def read(token: Any) -> str | None:
 
 def issue(first_shown: datetime | None = None) -> str:
     """A new token for a form shown now, or shown again to a visitor who first saw it then."""
-    nonce = secrets.token_urlsafe(18)
+    nonce = random_tokens.token_urlsafe(18)
     if first_shown is None:
         return _serializer().dumps(nonce)
     return _serializer().dumps([nonce, int(first_shown.timestamp())])

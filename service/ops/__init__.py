@@ -1,1 +1,1 @@
-"""Cross-cutting operations: metrics and logs, used by every stage and using none of them."""
+"""Cross-cutting operations: metrics, logs and random tokens, used by every stage and using none."""

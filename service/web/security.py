@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import secrets
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -11,6 +10,7 @@ from flask import Flask, Response, current_app, g
 from flask.globals import request_ctx
 
 from ..intake.captcha import third_party
+from ..ops import random_tokens
 from . import origins
 
 
@@ -19,7 +19,7 @@ def csp_nonce() -> str:
     state = vars(g)
     nonce: str | None = state.get("csp_nonce")
     if nonce is None:
-        nonce = state["csp_nonce"] = secrets.token_urlsafe(16)
+        nonce = state["csp_nonce"] = random_tokens.token_urlsafe(16)
     return nonce
 
 
