@@ -1,0 +1,116 @@
+"""The log handler: every line written once and whole, and no thread kept waiting for another."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from service.ops.logs import _StreamHandler
+
+
+class SlowStream:
+    """A stream that keeps each write's text and lets go of the GIL while writing."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+        self.first_write_may_end = threading.Event()
+        self.first_write_started = threading.Event()
+        self.first_write_may_end.set()
+        self.first_flush_may_end = threading.Event()
+        self.first_flush_started = threading.Event()
+        self.first_flush_may_end.set()
+
+    def write(self, text: str) -> None:
+        if not self.first_write_started.is_set():
+            self.first_write_started.set()
+            self.first_write_may_end.wait(10)
+        time.sleep(0.0002)
+        self.writes.append(text)
+
+    def flush(self) -> None:
+        if not self.first_flush_started.is_set():
+            self.first_flush_started.set()
+            self.first_flush_may_end.wait(10)
+
+
+@pytest.fixture
+def stream(monkeypatch: pytest.MonkeyPatch) -> SlowStream:
+    slow = SlowStream()
+    # The handler finds its stream on sys by name; pytest's capture puts back its own stdout.
+    monkeypatch.setattr(sys, "log_lines_stream", slow, raising=False)
+    return slow
+
+
+@pytest.fixture
+def logger(stream: SlowStream) -> Iterator[logging.Logger]:
+    handler = _StreamHandler("log_lines_stream")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("tests.log_lines")
+    logger.propagate = False
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield logger
+    logger.removeHandler(handler)
+
+
+def test_lines_from_four_threads_are_each_written_once_and_whole(
+    logger: logging.Logger, stream: SlowStream
+) -> None:
+    def log_lines(thread: int) -> None:
+        for number in range(2000):
+            logger.info("thread %d line %d", thread, number)
+
+    threads = [threading.Thread(target=log_lines, args=(thread,)) for thread in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert all(text.endswith("\n") for text in stream.writes)
+    lines = "".join(stream.writes).splitlines()
+    expected = {f"thread {thread} line {number}" for thread in range(4) for number in range(2000)}
+    assert len(lines) == len(expected) == len(set(lines))
+    assert set(lines) == expected
+    # Lines that waited were written together, by whoever held the lock.
+    assert len(stream.writes) < len(lines)
+
+
+def test_a_line_logged_while_another_thread_writes_is_left_to_that_thread(
+    logger: logging.Logger, stream: SlowStream
+) -> None:
+    stream.first_write_may_end.clear()
+    writer = threading.Thread(target=logger.info, args=("first",))
+    writer.start()
+    assert stream.first_write_started.wait(10)
+
+    started = time.perf_counter()
+    logger.info("second")
+    waited = time.perf_counter() - started
+
+    assert stream.writes == []  # the first write has not ended, and "second" did not wait for it
+    assert waited < 5
+    stream.first_write_may_end.set()
+    writer.join(10)
+    assert stream.writes == ["first\n", "second\n"]
+
+
+def test_a_line_logged_while_the_stream_is_flushed_is_written_by_the_flush(
+    logger: logging.Logger, stream: SlowStream
+) -> None:
+    (handler,) = (h for h in logger.handlers if isinstance(h, _StreamHandler))
+    stream.first_flush_may_end.clear()
+    flusher = threading.Thread(target=handler.flush)
+    flusher.start()
+    assert stream.first_flush_started.wait(10)
+
+    logger.info("during a flush")
+
+    assert stream.writes == []
+    stream.first_flush_may_end.set()
+    flusher.join(10)
+    assert stream.writes == ["during a flush\n"]
