@@ -114,3 +114,25 @@ def test_a_line_logged_while_the_stream_is_flushed_is_written_by_the_flush(
     stream.first_flush_may_end.set()
     flusher.join(10)
     assert stream.writes == ["during a flush\n"]
+
+
+def test_a_line_logged_while_shutdown_holds_the_lock_is_written_when_it_lets_go(
+    logger: logging.Logger, stream: SlowStream
+) -> None:
+    (handler,) = (h for h in logger.handlers if isinstance(h, _StreamHandler))
+    holder_has_lock, may_release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        handler.acquire()  # as logging.shutdown does, around its flush and close
+        holder_has_lock.set()
+        may_release.wait(10)
+        handler.release()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holder_has_lock.wait(10)
+    logger.info("late")
+    assert stream.writes == []
+    may_release.set()
+    holder.join(10)
+    assert stream.writes == ["late\n"]

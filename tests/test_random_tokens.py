@@ -7,6 +7,8 @@ import re
 import secrets
 import threading
 
+import pytest
+
 from service.ops import random_tokens
 
 URLSAFE = re.compile(r"[A-Za-z0-9_-]+")
@@ -62,3 +64,10 @@ def test_a_forked_child_does_not_hand_out_its_parents_bytes() -> None:
     parents = {random_tokens.token_bytes(16) for _ in range(256)}
     assert len(childs) == 256
     assert not childs & parents
+
+
+def test_a_negative_count_is_refused_as_secrets_refuses_it() -> None:
+    with pytest.raises(ValueError):
+        random_tokens.token_bytes(-1)
+    first, second = random_tokens.token_bytes(8), random_tokens.token_bytes(8)
+    assert first != second

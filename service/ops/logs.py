@@ -64,6 +64,11 @@ class _StreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().flush()
         self.write_waiting()
 
+    def release(self) -> None:
+        """Let go of the lock, then write what came meanwhile (logging.shutdown holds it too)."""
+        super().release()
+        self.write_waiting()
+
     def write_waiting(self) -> None:
         """Write every waiting line in one go, unless another thread holds the lock."""
         pending, lock = self.pending, self.lock
@@ -72,9 +77,13 @@ class _StreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 lines = []
                 while pending:
                     lines.append(pending.popleft())
-                stream = self.stream
-                stream.write("".join(lines))  # type: ignore[attr-defined]
-                stream.flush()  # type: ignore[attr-defined]
+                try:
+                    stream = self.stream
+                    stream.write("".join(lines))  # type: ignore[attr-defined]
+                    stream.flush()  # type: ignore[attr-defined]
+                except (KeyboardInterrupt, SystemExit):
+                    pending.extendleft(reversed(lines))  # other threads' lines, kept for later
+                    raise
             except Exception:
                 # Lines lost to a broken stream; logging's own handler reports it, as for one.
                 self.handleError(logging.makeLogRecord({"msg": "a log stream failed"}))

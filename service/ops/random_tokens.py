@@ -34,6 +34,8 @@ def token_bytes(count: int) -> bytes:
     # os.urandom lets go of the GIL for its system call; with four request threads, two calls a
     # page made each thread queue for it again, and a page cost twice its CPU. Each thread has
     # its own block, so no lock is needed; the bytes are the kernel's, only read in advance.
+    if count < 0:
+        raise ValueError("count must not be negative")  # as secrets.token_bytes refuses it
     mine = _blocks
     if mine.used + count > len(mine.block):
         mine.block, mine.used = os.urandom(max(BLOCK, count)), 0
