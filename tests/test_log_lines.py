@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 import threading
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from service.ops import logs
 from service.ops.logs import _StreamHandler
 
 
@@ -136,3 +138,80 @@ def test_a_line_logged_while_shutdown_holds_the_lock_is_written_when_it_lets_go(
     may_release.set()
     holder.join(10)
     assert stream.writes == ["late\n"]
+
+
+def test_past_the_limit_a_line_waits_for_a_stalled_stream_and_none_is_lost(
+    logger: logging.Logger, stream: SlowStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logs, "WAITING_LINES_HELD", 5)
+    stream.first_write_may_end.clear()
+    writer = threading.Thread(target=logger.info, args=("first",))
+    writer.start()
+    assert stream.first_write_started.wait(10)
+    for number in range(5):
+        logger.info("held %d", number)  # within the limit: left to the writer at once
+
+    over_the_limit = threading.Thread(target=logger.info, args=("sixth",))
+    over_the_limit.start()
+    over_the_limit.join(0.5)
+    assert over_the_limit.is_alive()  # it waits for the stream instead of adding to the pile
+
+    stream.first_write_may_end.set()
+    writer.join(10)
+    over_the_limit.join(10)
+    lines = "".join(stream.writes).splitlines()
+    assert lines == ["first", *(f"held {number}" for number in range(5)), "sixth"]
+
+
+class FailingStream:
+    """A stream whose writes fail with an error that quotes a patient, chained to another."""
+
+    # Not on the lines that raise: frames quote those.
+    patient = ("Jane Patient", "jane@example.com")
+
+    def write(self, text: str) -> None:
+        name, address = self.patient
+        try:
+            raise KeyError(name)
+        except KeyError as cause:
+            raise ValueError(f"cannot write {address}") from cause
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_line_the_stream_cannot_take_is_reported_by_frames_only(
+    logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "log_lines_stream", FailingStream(), raising=False)
+    report = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", report)
+
+    logger.info("enquiry %s", "stored")
+
+    assert report.getvalue().startswith("--- Logging error ---\nValueError\n")
+    assert "in write" in report.getvalue()
+    for quoted in ("jane@example.com", "Jane Patient", "KeyError", "stored"):
+        assert quoted not in report.getvalue()
+
+
+class QuotingFormatter(logging.Formatter):
+    """A formatter that fails, quoting the record's arguments."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        raise TypeError(f"cannot format {record.args!r}")
+
+
+def test_a_line_that_cannot_be_formatted_is_reported_without_its_arguments(
+    logger: logging.Logger, stream: SlowStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (handler,) = (h for h in logger.handlers if isinstance(h, _StreamHandler))
+    handler.setFormatter(QuotingFormatter())
+    report = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", report)
+
+    logger.info("from %s", "jane@example.com")
+
+    assert report.getvalue().startswith("--- Logging error ---\nTypeError\n")
+    assert "jane@example.com" not in report.getvalue()
+    assert stream.writes == []

@@ -21,6 +21,9 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 EXTRA_FIELDS = ("route", "method", "path", "status", "latency_ms", "outcome", "reason", "enquiry")
 # Each request's one line.
 _requests = logging.getLogger("service.requests")
+# Lines a handler holds for its writer; past this a stalled stream makes the caller wait for it,
+# as a plain handler would, instead of holding lines without end (a flood logs thousands a second).
+WAITING_LINES_HELD = 10_000
 
 
 class _StreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -56,7 +59,7 @@ class _StreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(record)
             return False
         self.pending.append(line)
-        self.write_waiting()
+        self.write_waiting(wait=len(self.pending) > WAITING_LINES_HELD)
         return True
 
     def flush(self) -> None:
@@ -69,14 +72,17 @@ class _StreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().release()
         self.write_waiting()
 
-    def write_waiting(self) -> None:
-        """Write every waiting line in one go, unless another thread holds the lock."""
+    def write_waiting(self, wait: bool = False) -> None:
+        """Write every waiting line in one go, unless another thread holds the lock (or wait)."""
         pending, lock = self.pending, self.lock
-        while pending and lock.acquire(blocking=False):  # type: ignore[union-attr]
+        while pending and lock.acquire(blocking=wait):  # type: ignore[union-attr]
+            wait = False
             try:
                 lines = []
                 while pending:
                     lines.append(pending.popleft())
+                if not lines:
+                    continue  # the thread waited for wrote them all
                 try:
                     stream = self.stream
                     stream.write("".join(lines))  # type: ignore[attr-defined]
@@ -89,6 +95,18 @@ class _StreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 self.handleError(logging.makeLogRecord({"msg": "a log stream failed"}))
             finally:
                 lock.release()  # type: ignore[union-attr]
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        """Report a line that failed as logging does, but by frames only, without its arguments."""
+        # logging's own report prints the error's message, every error chained to it, and the
+        # record's arguments: any of them may quote personal data.
+        error = sys.exc_info()[1]
+        if not logging.raiseExceptions or sys.stderr is None or error is None:
+            return
+        try:
+            sys.stderr.write(f"--- Logging error ---\n{frames(error)}")
+        except Exception:
+            pass  # stderr is the broken stream: nowhere is left to say so
 
 
 class JSONFormatter(logging.Formatter):
