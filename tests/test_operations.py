@@ -111,6 +111,31 @@ def test_a_foreign_origin_is_counted(client: FlaskClient) -> None:
     assert metric(client, sample) == before + 1
 
 
+def test_a_foreign_origin_is_one_warning_line_that_says_why(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    response = client.post("/api/enquiries", json=VALID, headers={"Origin": "https://evil.example"})
+    assert response.status_code == 403
+    lines = [r for r in caplog.records if r.name.startswith("service")]
+    assert [(r.name, r.levelname) for r in lines] == [("service.requests", "WARNING")]
+    entry = json.loads(JSONFormatter().format(lines[0]))
+    assert entry["reason"] == "refused a submission from a foreign origin"
+    assert (entry["status"], entry["path"]) == (403, "/api/enquiries")
+
+
+def test_an_operator_who_logs_only_warnings_still_sees_a_foreign_origin(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="service")
+    client.post("/api/enquiries", json=VALID)  # refused for its captcha: an info line, not shown
+    client.post("/api/enquiries", json=VALID, headers={"Origin": "https://evil.example"})
+    lines = [r for r in caplog.records if r.name.startswith("service")]
+    assert [(r.levelname, r.getMessage()) for r in lines] == [
+        ("WARNING", "POST /api/enquiries 403")
+    ]
+
+
 @pytest.mark.parametrize(
     ("given", "kept"),
     [("abc-123.DEF_456:7", True), ("x" * 65, False), ("bad id", False), ("<script>", False)],

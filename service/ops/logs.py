@@ -204,7 +204,8 @@ def log_request(response: Response) -> Response:
     request_id = state.get("request_id")
     if request_id:
         response.headers["X-Request-ID"] = request_id
-    if not _requests.isEnabledFor(logging.INFO):
+    level = state.get("level", logging.INFO)
+    if not _requests.isEnabledFor(level):
         return response
     started = state.get("started")
     latency = round((time.perf_counter() - started) * 1000, 2) if started else None
@@ -224,7 +225,7 @@ def log_request(response: Response) -> Response:
     # which no format of ours prints.
     record = _requests.makeRecord(
         _requests.name,
-        logging.INFO,
+        level,
         __file__,
         0,
         "%s %s %s",
@@ -236,13 +237,17 @@ def log_request(response: Response) -> Response:
     return response
 
 
-def refused_because(logger: logging.Logger, reason: str) -> None:
-    """Say why a request was refused: in the request's own line, else in a line of its own."""
+def refused_because(logger: logging.Logger, reason: str, level: int = logging.INFO) -> None:
+    """Say why a request was refused: in the request's own line (at `level` or above), else in
+    a line of its own."""
     # Under a flood of junk, a second line per refused request cost a tenth of its time.
     if has_request_context():
-        g.reason = reason
+        state = vars(g)
+        state["reason"] = reason
+        if level > state.get("level", logging.INFO):
+            state["level"] = level
     else:
-        logger.info(reason)
+        logger.log(level, reason)
 
 
 def frames(error: BaseException) -> str:
