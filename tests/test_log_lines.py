@@ -49,9 +49,14 @@ def stream(monkeypatch: pytest.MonkeyPatch) -> SlowStream:
 
 
 @pytest.fixture
-def logger(stream: SlowStream) -> Iterator[logging.Logger]:
+def handler(stream: SlowStream) -> _StreamHandler:
     handler = _StreamHandler("log_lines_stream")
     handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
+
+
+@pytest.fixture
+def logger(handler: _StreamHandler) -> Iterator[logging.Logger]:
     logger = logging.getLogger("tests.log_lines")
     logger.propagate = False
     logger.addHandler(handler)
@@ -102,9 +107,8 @@ def test_a_line_logged_while_another_thread_writes_is_left_to_that_thread(
 
 
 def test_a_line_logged_while_the_stream_is_flushed_is_written_by_the_flush(
-    logger: logging.Logger, stream: SlowStream
+    logger: logging.Logger, handler: _StreamHandler, stream: SlowStream
 ) -> None:
-    (handler,) = (h for h in logger.handlers if isinstance(h, _StreamHandler))
     stream.first_flush_may_end.clear()
     flusher = threading.Thread(target=handler.flush)
     flusher.start()
@@ -119,9 +123,8 @@ def test_a_line_logged_while_the_stream_is_flushed_is_written_by_the_flush(
 
 
 def test_a_line_logged_while_shutdown_holds_the_lock_is_written_when_it_lets_go(
-    logger: logging.Logger, stream: SlowStream
+    logger: logging.Logger, handler: _StreamHandler, stream: SlowStream
 ) -> None:
-    (handler,) = (h for h in logger.handlers if isinstance(h, _StreamHandler))
     holder_has_lock, may_release = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -203,9 +206,11 @@ class QuotingFormatter(logging.Formatter):
 
 
 def test_a_line_that_cannot_be_formatted_is_reported_without_its_arguments(
-    logger: logging.Logger, stream: SlowStream, monkeypatch: pytest.MonkeyPatch
+    logger: logging.Logger,
+    handler: _StreamHandler,
+    stream: SlowStream,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    (handler,) = (h for h in logger.handlers if isinstance(h, _StreamHandler))
     handler.setFormatter(QuotingFormatter())
     report = io.StringIO()
     monkeypatch.setattr(sys, "stderr", report)
